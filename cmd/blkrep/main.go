@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/blkrep/blkrep/internal/config"
+	"github.com/blkrep/blkrep/internal/control"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `usage: blkrep [--config FILE] [--node NAME] [--socket PATH] COMMAND [flags]
+
+Commands:
+  status [--json]   volumes, roles, disks, exports, devices and I/O counters
+
+Global flags:
+  --config FILE     cluster configuration (default $BLKREP_CONFIG)
+  --node NAME       this node's name (default $BLKREP_NODE, or the only node)
+  --socket PATH     control socket, instead of reading it from the config
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("blkrep", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cfgPath := fs.String("config", os.Getenv("BLKREP_CONFIG"), "")
+	node := fs.String("node", os.Getenv("BLKREP_NODE"), "")
+	sock := fs.String("socket", "", "")
+	help := fs.Bool("help", false, "")
+	if err := fs.Parse(args); err != nil {
+		fmt.Fprintf(stderr, "blkrep: %v\n\n%s", err, usage)
+		return 2
+	}
+	if *help || fs.NArg() == 0 {
+		fmt.Fprint(stderr, usage)
+		if *help {
+			return 0
+		}
+		return 2
+	}
+	cmd, rest := fs.Arg(0), fs.Args()[1:]
+	switch cmd {
+	case "status":
+		return status(rest, *cfgPath, *node, *sock, stdout, stderr)
+	case "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "blkrep: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+}
+
+// controlSocket finds the control socket from the flags.
+func controlSocket(cfgPath, node, sock string) (string, error) {
+	if sock != "" {
+		return sock, nil
+	}
+	if cfgPath == "" {
+		return "", errors.New("no configuration: pass --config FILE (or set BLKREP_CONFIG), or --socket PATH")
+	}
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return "", err
+	}
+	if node == "" {
+		names := cfg.NodeNames()
+		if len(names) != 1 {
+			return "", fmt.Errorf("--node is required: %s has nodes %s", cfgPath, strings.Join(names, ", "))
+		}
+		node = names[0]
+	}
+	n, ok := cfg.Node(node)
+	if !ok {
+		return "", fmt.Errorf("node %q is not in %s (nodes: %s)", node, cfgPath, strings.Join(cfg.NodeNames(), ", "))
+	}
+	return n.ControlSocket, nil
+}
+
+func status(args []string, cfgPath, node, sock string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print the status document as JSON (schema blkrep.status/v1)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	path, err := controlSocket(cfgPath, node, sock)
+	if err != nil {
+		fmt.Fprintln(stderr, "blkrep:", err)
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := control.NewClient(path).Status(ctx)
+	if err != nil {
+		fmt.Fprintln(stderr, "blkrep:", err)
+		return 1
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(st)
+		return 0
+	}
+	printStatus(stdout, st)
+	return 0
+}
+
+func printStatus(w io.Writer, st *control.Status) {
+	fmt.Fprintf(w, "node %s  cluster %s  blkrepd %s  pid %d  up %s\n",
+		st.Node, st.Cluster, st.Version, st.PID, (time.Duration(st.UptimeSeconds) * time.Second).String())
+	for _, v := range st.Volumes {
+		fmt.Fprintf(w, "\n%s  role:%s  disk:%s  connection:%s\n", v.Name, v.Role, v.Disk.State, v.Connection)
+		fmt.Fprintf(w, "    size     %s (%d bytes), block size %d\n", human(uint64(v.SizeBytes)), v.SizeBytes, v.BlockSize)
+		fmt.Fprintf(w, "    disk     %s (%s)\n", v.Disk.Path, v.Disk.Kind)
+		if v.Disk.Error != "" {
+			fmt.Fprintf(w, "             FAILED: %s\n", v.Disk.Error)
+		}
+		for _, a := range v.Exports {
+			fmt.Fprintf(w, "    export   %s\n", a.URI)
+		}
+		switch v.Device.State {
+		case "none":
+			fmt.Fprintf(w, "    device   none configured\n")
+		default:
+			fmt.Fprintf(w, "    device   %s %s", v.Device.Path, v.Device.State)
+			if v.Device.Error != "" {
+				fmt.Fprintf(w, ": %s", v.Device.Error)
+			}
+			fmt.Fprintln(w)
+		}
+		io := v.IO
+		fmt.Fprintf(w, "    clients  %d now, %d since start\n", io.Clients, io.TotalClients)
+		fmt.Fprintf(w, "    io       reads %d (%s)  writes %d (%s)  flushes %d  trims %d  zeroes %d  errors %d\n",
+			io.Reads, human(io.BytesRead), io.Writes, human(io.BytesWritten), io.Flushes, io.Trims, io.WriteZeroes, io.Errors)
+	}
+}
+
+func human(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,465 @@
+package nbd
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+// conn is one client in the transmission phase.
+//
+// One goroutine (serve) reads requests in order, validates them, registers
+// mutating ones with the export's range tracker (which fixes the order of
+// overlapping writes) and hands each to its own goroutine. Replies go out
+// through a combining writer: whichever handler finds the socket idle
+// writes its reply and everything queued meanwhile in one writev, so a deep
+// queue costs few syscalls and a single request costs no extra handoff.
+type conn struct {
+	s   *Server
+	nc  net.Conn
+	br  *bufio.Reader
+	exp *export
+	log *slog.Logger
+	neg negotiated
+
+	handlers sync.WaitGroup
+
+	// payload bytes held in memory, bounded by s.MaxInFlightBytes
+	budgetMu   sync.Mutex
+	budgetCond *sync.Cond
+	budget     int64
+
+	wmu     sync.Mutex
+	writing bool
+	pending net.Buffers
+	release [][]byte
+	werr    error
+}
+
+func newConn(s *Server, nc net.Conn, neg *negotiated, log *slog.Logger) *conn {
+	c := &conn{s: s, nc: nc, exp: neg.exp, log: log, neg: *neg}
+	c.br = neg.br
+	if c.br == nil {
+		c.br = bufio.NewReaderSize(nc, 64<<10)
+	}
+	c.budgetCond = sync.NewCond(&c.budgetMu)
+	return c
+}
+
+// stopReading makes the reader return so the connection drains and closes.
+func (c *conn) stopReading() {
+	c.nc.SetReadDeadline(time.Unix(1, 0))
+}
+
+func (c *conn) serve() {
+	if !c.s.addConn(c) {
+		c.nc.Close()
+		return
+	}
+	c.exp.conns.Add(1)
+	c.exp.totalConns.Add(1)
+	c.log.Debug("nbd client connected", "structured", c.neg.structured)
+	err := c.readLoop()
+	// Let in-flight requests finish and send their replies before closing.
+	c.handlers.Wait()
+	c.nc.Close()
+	c.exp.conns.Add(-1)
+	c.s.removeConn(c)
+	switch {
+	case err == nil:
+		c.log.Debug("nbd client disconnected")
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, os.ErrDeadlineExceeded):
+		c.log.Debug("nbd client gone", "err", err)
+	default:
+		c.log.Info("nbd client dropped", "err", err)
+	}
+}
+
+// readLoop returns nil on NBD_CMD_DISC.
+func (c *conn) readLoop() error {
+	var hdr [requestLen]byte
+	var waits []chan struct{}
+	for {
+		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				return errors.New("client vanished mid-request")
+			}
+			return err
+		}
+		var r Request
+		if err := decodeRequest(hdr[:], &r); err != nil {
+			return err
+		}
+		if r.Type == CmdDisc {
+			return nil
+		}
+		errno := c.validate(&r)
+		var buf []byte
+		if r.Type == CmdWrite {
+			if errno != 0 {
+				// Keep the stream in sync: consume the payload we refuse.
+				if _, err := io.CopyN(io.Discard, c.br, int64(r.Length)); err != nil {
+					return err
+				}
+			} else {
+				c.acquire(int64(r.Length))
+				buf = getBuf(int(r.Length))
+				if _, err := io.ReadFull(c.br, buf); err != nil {
+					putBuf(buf)
+					c.releaseBudget(int64(r.Length))
+					return errors.New("client vanished mid-request")
+				}
+			}
+		}
+		if errno != 0 {
+			c.exp.errors.Add(1)
+			c.replyError(&r, errno, "")
+			continue
+		}
+		if r.Type == CmdRead {
+			c.acquire(int64(r.Length))
+		}
+		var ent *rangeEntry
+		switch r.Type {
+		case CmdRead, CmdWrite, CmdTrim, CmdWriteZeroes:
+			ent, waits = c.exp.ranges.add(r.Offset, r.Offset+uint64(r.Length),
+				r.Type != CmdRead, waits[:0])
+		}
+		var w []chan struct{}
+		if len(waits) > 0 {
+			w = append([]chan struct{}(nil), waits...)
+		}
+		c.handlers.Add(1)
+		go c.handle(r, buf, ent, w)
+	}
+}
+
+func (c *conn) acquire(n int64) {
+	c.budgetMu.Lock()
+	for c.budget > 0 && c.budget+n > c.s.MaxInFlightBytes {
+		c.budgetCond.Wait()
+	}
+	c.budget += n
+	c.budgetMu.Unlock()
+}
+
+func (c *conn) releaseBudget(n int64) {
+	c.budgetMu.Lock()
+	c.budget -= n
+	c.budgetMu.Unlock()
+	c.budgetCond.Broadcast()
+}
+
+func isMutating(t uint16) bool {
+	return t == CmdWrite || t == CmdTrim || t == CmdWriteZeroes
+}
+
+// validate checks a request against the negotiated state and the export;
+// it returns the errno to reply with, or 0.
+func (c *conn) validate(r *Request) uint32 {
+	allowed := CmdFlagFUA
+	switch r.Type {
+	case CmdRead:
+		if c.neg.structured {
+			allowed |= CmdFlagDF
+		}
+	case CmdWrite, CmdFlush, CmdTrim, CmdCache:
+	case CmdWriteZeroes:
+		allowed |= CmdFlagNoHole | CmdFlagFastZero
+	case CmdBlockStatus:
+		if !c.neg.metaAlloc {
+			return EINVAL
+		}
+		allowed |= CmdFlagReqOne
+	default:
+		return EINVAL
+	}
+	if r.Flags&^allowed != 0 {
+		return EINVAL
+	}
+	if r.Type == CmdFlush {
+		return 0
+	}
+	if c.exp.ReadOnly && isMutating(r.Type) {
+		return EPERM
+	}
+	if (r.Type == CmdRead || r.Type == CmdWrite) && r.Length > MaxPayload {
+		if r.Flags&CmdFlagDF != 0 {
+			return EOVERFLOW
+		}
+		return EINVAL
+	}
+	if r.Type == CmdBlockStatus && r.Length == 0 {
+		return EINVAL
+	}
+	end := r.Offset + uint64(r.Length)
+	if end < r.Offset || end > uint64(c.exp.Size) {
+		if isMutating(r.Type) {
+			return ENOSPC
+		}
+		return EINVAL
+	}
+	if c.neg.strictAlign && r.Type != CmdBlockStatus &&
+		(r.Offset%MinBlockSize != 0 || r.Length%MinBlockSize != 0) {
+		return EINVAL
+	}
+	return 0
+}
+
+func (c *conn) handle(r Request, buf []byte, ent *rangeEntry, waits []chan struct{}) {
+	defer c.handlers.Done()
+	for _, w := range waits {
+		<-w
+	}
+	e := c.exp
+	off, n := int64(r.Offset), int64(r.Length)
+	fua := r.Flags&CmdFlagFUA != 0
+	var err error
+	switch r.Type {
+	case CmdRead:
+		buf = getBuf(int(n))
+		err = readFull(e.Backend, buf, off)
+		c.exp.ranges.remove(ent)
+		e.reads.Add(1)
+		if err == nil {
+			e.bytesRead.Add(uint64(n))
+			if fua {
+				err = e.Backend.Flush() // FUA on a read: nothing new to sync, but honour it
+			}
+		}
+		if err != nil {
+			putBuf(buf)
+			c.releaseBudget(n)
+			c.fail(&r, err)
+			return
+		}
+		c.replyRead(&r, buf)
+		return
+	case CmdWrite:
+		if fw, ok := e.Backend.(FUAWriter); ok && fua {
+			_, err = fw.WriteAtFUA(buf, off)
+			fua = false
+		} else {
+			_, err = e.Backend.WriteAt(buf, off)
+		}
+		putBuf(buf)
+		c.releaseBudget(n)
+		e.writes.Add(1)
+		if err == nil {
+			e.bytesWritten.Add(uint64(n))
+		}
+	case CmdFlush:
+		err = e.Backend.Flush()
+		fua = false
+		e.flushes.Add(1)
+	case CmdTrim:
+		if t, ok := e.Backend.(Trimmer); ok && n > 0 {
+			err = t.Trim(off, n)
+		}
+		e.trims.Add(1)
+	case CmdWriteZeroes:
+		err = c.writeZeroes(off, n, r.Flags)
+		e.zeroes.Add(1)
+	case CmdCache:
+		if ch, ok := e.Backend.(Cacher); ok && n > 0 {
+			err = ch.Cache(off, n)
+		}
+		e.caches.Add(1)
+	case CmdBlockStatus:
+		e.blockStatus.Add(1)
+		c.blockStatus(&r)
+		return
+	}
+	c.exp.ranges.remove(ent)
+	if err == nil && fua {
+		err = e.Backend.Flush()
+	}
+	if err != nil {
+		c.fail(&r, err)
+		return
+	}
+	c.replySimple(r.Cookie, 0)
+}
+
+func (c *conn) writeZeroes(off, n int64, flags uint16) error {
+	if n == 0 {
+		return nil
+	}
+	noHole := flags&CmdFlagNoHole != 0
+	fast := flags&CmdFlagFastZero != 0
+	if z, ok := c.exp.Backend.(Zeroer); ok {
+		return z.WriteZeroes(off, n, noHole, fast)
+	}
+	if fast {
+		return ErrFastZeroUnsupported
+	}
+	const chunk = 1 << 20
+	zero := getBuf(chunk)
+	clear(zero)
+	defer putBuf(zero)
+	for n > 0 {
+		m := min(n, chunk)
+		if _, err := c.exp.Backend.WriteAt(zero[:m], off); err != nil {
+			return err
+		}
+		off += m
+		n -= m
+	}
+	return nil
+}
+
+func readFull(r io.ReaderAt, p []byte, off int64) error {
+	n, err := r.ReadAt(p, off)
+	if n == len(p) {
+		return nil
+	}
+	if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// fail replies with the errno for a backend error and logs it, at most a
+// few lines per second per export so a dying disk does not flood the log.
+func (c *conn) fail(r *Request, err error) {
+	errno := Errno(err)
+	c.exp.errors.Add(1)
+	now := time.Now().UnixNano()
+	last := c.exp.lastErrLog.Load()
+	if now-last > int64(200*time.Millisecond) && c.exp.lastErrLog.CompareAndSwap(last, now) {
+		c.log.Error("nbd request failed", "cmd", CommandName(r.Type),
+			"offset", r.Offset, "len", r.Length, "cookie", r.Cookie, "errno", errno, "err", err)
+	}
+	c.replyError(r, errno, err.Error())
+}
+
+func (c *conn) replySimple(cookie uint64, errno uint32) {
+	b := make([]byte, simpleLen)
+	putSimpleReply(b, errno, cookie)
+	c.send(nil, b)
+}
+
+func (c *conn) replyError(r *Request, errno uint32, msg string) {
+	if !c.neg.structured || (r.Type != CmdRead && r.Type != CmdBlockStatus) {
+		c.replySimple(r.Cookie, errno)
+		return
+	}
+	if len(msg) > 256 {
+		msg = msg[:256]
+	}
+	b := make([]byte, structLen+6, structLen+6+len(msg))
+	putStructHeader(b, replyFlagDone, replyTypeError, r.Cookie, uint32(6+len(msg)))
+	binary.BigEndian.PutUint32(b[structLen:], errno)
+	binary.BigEndian.PutUint16(b[structLen+4:], uint16(len(msg)))
+	b = append(b, msg...)
+	c.send(nil, b)
+}
+
+func (c *conn) replyRead(r *Request, data []byte) {
+	if !c.neg.structured {
+		h := make([]byte, simpleLen)
+		putSimpleReply(h, 0, r.Cookie)
+		c.send(data, h, data)
+		return
+	}
+	if len(data) == 0 {
+		h := make([]byte, structLen)
+		putStructHeader(h, replyFlagDone, replyTypeNone, r.Cookie, 0)
+		c.send(nil, h)
+		return
+	}
+	h := make([]byte, structLen+8)
+	putStructHeader(h, replyFlagDone, replyTypeOffsetData, r.Cookie, uint32(8+len(data)))
+	binary.BigEndian.PutUint64(h[structLen:], r.Offset)
+	c.send(data, h, data)
+}
+
+// maxExtents bounds the descriptors in one BLOCK_STATUS reply.
+const maxExtents = 1 << 14
+
+func (c *conn) blockStatus(r *Request) {
+	off, n := int64(r.Offset), int64(r.Length)
+	b := make([]byte, structLen+4, structLen+4+8*16)
+	binary.BigEndian.PutUint32(b[structLen:], metaContextAllocationID)
+	count := 0
+	add := func(length int64, flags uint32) bool {
+		for length > 0 {
+			l := min(length, 1<<31) // keep descriptor lengths well inside u32
+			b = binary.BigEndian.AppendUint32(b, uint32(l))
+			b = binary.BigEndian.AppendUint32(b, flags)
+			length -= l
+			count++
+			if r.Flags&CmdFlagReqOne != 0 || count >= maxExtents {
+				return false
+			}
+		}
+		return true
+	}
+	var err error
+	if ex, ok := c.exp.Backend.(Extenter); ok {
+		err = ex.Extents(off, n, func(_, length int64, flags uint32) bool { return add(length, flags) })
+	} else {
+		add(n, 0)
+	}
+	if err == nil && count == 0 {
+		add(n, 0)
+	}
+	if err != nil {
+		c.fail(r, err)
+		return
+	}
+	putStructHeader(b, replyFlagDone, replyTypeBlockStatus, r.Cookie, uint32(len(b)-structLen))
+	c.send(nil, b)
+}
+
+// send queues buffers for the socket; rel (may be nil) is a pooled payload
+// buffer given back once written. The first caller to find the socket idle
+// writes everything queued, including what others add while it writes.
+func (c *conn) send(rel []byte, bufs ...[]byte) {
+	c.wmu.Lock()
+	if c.werr != nil {
+		c.wmu.Unlock()
+		if rel != nil {
+			putBuf(rel)
+			c.releaseBudget(int64(len(rel)))
+		}
+		return
+	}
+	c.pending = append(c.pending, bufs...)
+	if rel != nil {
+		c.release = append(c.release, rel)
+	}
+	if c.writing {
+		c.wmu.Unlock()
+		return
+	}
+	c.writing = true
+	for len(c.pending) > 0 && c.werr == nil {
+		batch, rels := c.pending, c.release
+		c.pending, c.release = nil, nil
+		c.wmu.Unlock()
+		_, err := batch.WriteTo(c.nc)
+		for _, b := range rels {
+			c.releaseBudget(int64(len(b)))
+			putBuf(b)
+		}
+		c.wmu.Lock()
+		if err != nil {
+			c.werr = err
+			c.nc.Close() // unblocks the reader; the client will not see more replies
+			for _, b := range c.release {
+				c.releaseBudget(int64(len(b)))
+				putBuf(b)
+			}
+			c.pending, c.release = nil, nil
+		}
+	}
+	c.writing = false
+	c.wmu.Unlock()
+}
