@@ -29,6 +29,8 @@ type conn struct {
 	neg negotiated
 
 	handlers sync.WaitGroup
+	work     chan work // to idle workers; unbuffered
+	workers  int       // started by the reader goroutine only
 
 	// payload bytes held in memory, bounded by s.MaxInFlightBytes
 	budgetMu   sync.Mutex
@@ -49,6 +51,7 @@ func newConn(s *Server, nc net.Conn, neg *negotiated, log *slog.Logger) *conn {
 		c.br = bufio.NewReaderSize(nc, 64<<10)
 	}
 	c.budgetCond = sync.NewCond(&c.budgetMu)
+	c.work = make(chan work)
 	return c
 }
 
@@ -68,6 +71,7 @@ func (c *conn) serve() {
 	err := c.readLoop()
 	// Let in-flight requests finish and send their replies before closing.
 	c.handlers.Wait()
+	close(c.work)
 	c.nc.Close()
 	c.exp.conns.Add(-1)
 	c.s.removeConn(c)
@@ -131,12 +135,51 @@ func (c *conn) readLoop() error {
 			ent, waits = c.exp.ranges.add(r.Offset, r.Offset+uint64(r.Length),
 				r.Type != CmdRead, waits[:0])
 		}
-		var w []chan struct{}
+		wk := work{r: r, buf: buf, ent: ent}
 		if len(waits) > 0 {
-			w = append([]chan struct{}(nil), waits...)
+			wk.waits = append([]chan struct{}(nil), waits...)
 		}
-		c.handlers.Add(1)
-		go c.handle(r, buf, ent, w)
+		c.dispatch(wk)
+	}
+}
+
+// work is one request handed to a worker.
+type work struct {
+	r     Request
+	buf   []byte
+	ent   *rangeEntry
+	waits []chan struct{}
+}
+
+// maxWorkers bounds the goroutines serving one connection. Workers live as
+// long as the connection, so their stacks are grown once, not per request.
+const maxWorkers = 128
+
+// dispatch hands w to an idle worker, starts a new one while under
+// maxWorkers, or else waits for one to become idle. Progress is guaranteed:
+// a worker only ever waits for requests dispatched before its own.
+func (c *conn) dispatch(w work) {
+	c.handlers.Add(1)
+	select {
+	case c.work <- w:
+		return
+	default:
+	}
+	if c.workers < maxWorkers {
+		c.workers++
+		go c.worker(w)
+		return
+	}
+	c.work <- w
+}
+
+func (c *conn) worker(w work) {
+	for {
+		c.handle(w.r, w.buf, w.ent, w.waits)
+		var ok bool
+		if w, ok = <-c.work; !ok {
+			return
+		}
 	}
 }
 
@@ -224,7 +267,9 @@ func (c *conn) handle(r Request, buf []byte, ent *rangeEntry, waits []chan struc
 	switch r.Type {
 	case CmdRead:
 		buf = getBuf(int(n))
-		err = readFull(e.Backend, buf, off)
+		if n > 0 {
+			err = readFull(e.Backend, buf, off)
+		}
 		c.exp.ranges.remove(ent)
 		e.reads.Add(1)
 		if err == nil {
@@ -242,7 +287,9 @@ func (c *conn) handle(r Request, buf []byte, ent *rangeEntry, waits []chan struc
 		c.replyRead(&r, buf)
 		return
 	case CmdWrite:
-		if fw, ok := e.Backend.(FUAWriter); ok && fua {
+		if n == 0 {
+			// Nothing to write; a FUA on it still means a flush below.
+		} else if fw, ok := e.Backend.(FUAWriter); ok && fua {
 			_, err = fw.WriteAtFUA(buf, off)
 			fua = false
 		} else {

@@ -44,6 +44,7 @@ func run(args []string, stderr io.Writer) int {
 	noDevices := fs.Bool("no-devices", false, "do not attach kernel /dev/nbdX devices (serve NBD sockets only)")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
 	version := fs.Bool("version", false, "print the version and exit")
+	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this loopback address (e.g. 127.0.0.1:6060), for profiling")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: blkrepd --config FILE --node NAME [flags]\n\n")
 		fs.PrintDefaults()
@@ -71,6 +72,12 @@ func run(args []string, stderr io.Writer) int {
 	}
 	if ioFlusherErr != nil {
 		log.Warn("could not set PR_SET_IO_FLUSHER; under memory pressure writeback to our own device could deadlock", "err", ioFlusherErr)
+	}
+	if *pprofAddr != "" {
+		if err := servePprof(*pprofAddr, log); err != nil {
+			fmt.Fprintln(stderr, "blkrepd: --pprof:", err)
+			return 2
+		}
 	}
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {

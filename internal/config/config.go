@@ -1,0 +1,229 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Defaults and limits of the schema. docs/config.md repeats them; keep both in step.
+const (
+	DefaultClusterName     = "blkrep"
+	DefaultBlockSize       = 4096
+	DefaultDeviceTimeout   = 30 * time.Second
+	DefaultDeadConnTimeout = 120 * time.Second
+
+	// SizeAlignBytes is what a volume size must be a multiple of.
+	SizeAlignBytes = 4096
+	// MinBlockSize and MaxBlockSize bound block_size (a power of two).
+	MinBlockSize = 512
+	MaxBlockSize = 4096
+	// MaxDescriptionBytes bounds a volume description (the NBD export description).
+	MaxDescriptionBytes = 4096
+	// MaxNameLen bounds node and volume names.
+	MaxNameLen = 63
+	// MaxUnixSocketPathBytes is the longest path a unix socket can be bound to on
+	// Linux (sun_path is 108 bytes including the terminating NUL).
+	MaxUnixSocketPathBytes = 107
+)
+
+// Sentinel errors. Every error returned by Parse, Load and CheckNode is, or joins,
+// *Error values that unwrap to one or more of these; match them with errors.Is.
+var (
+	// ErrInvalid: the file is not a valid configuration (syntax, types, values,
+	// cross-references, clashes). Every error from Parse wraps it, as do Load's
+	// except those reading the file.
+	ErrInvalid = errors.New("config: invalid configuration")
+	// ErrUnknownKey: the file has a key the schema does not know (also wraps ErrInvalid).
+	ErrUnknownKey = errors.New("config: unknown key")
+	// ErrUnknownNode: a node name that no [[node]] declares: CheckNode's argument,
+	// or a replica's node (then also wraps ErrInvalid).
+	ErrUnknownNode = errors.New("config: unknown node")
+	// ErrSize: a size string ParseSize cannot read (in Parse, also wraps ErrInvalid).
+	ErrSize = errors.New("config: invalid size")
+	// ErrDisk: CheckNode found a local replica's disk missing, of the wrong size or
+	// of the wrong file type.
+	ErrDisk = errors.New("config: disk not usable")
+	// ErrNoDir: CheckNode found that a directory which must hold a socket or a disk
+	// to be created does not exist.
+	ErrNoDir = errors.New("config: directory does not exist")
+)
+
+// Config is one parsed, statically valid cluster configuration. The same file is
+// used by every node; a daemon selects its part with LocalReplicas.
+type Config struct {
+	Path    string // absolute path of the file (empty when built by Parse)
+	Dir     string // absolute directory relative paths were resolved against
+	Cluster Cluster
+	Nodes   []Node   // in file order
+	Volumes []Volume // in file order
+}
+
+// Cluster is the [cluster] table.
+type Cluster struct {
+	Name string
+}
+
+// Node is one [[node]] table.
+type Node struct {
+	Name          string
+	ControlSocket string // absolute unix socket path
+	NBDTCP        string // "host:port" as written, or "" for no TCP listener
+}
+
+// Volume is one [[volume]] table.
+type Volume struct {
+	Name            string // also the NBD export name
+	Description     string // NBD export description
+	SizeBytes       int64  // > 0, multiple of SizeAlignBytes
+	BlockSize       uint32 // power of two in [MinBlockSize, MaxBlockSize]
+	DeviceTimeout   time.Duration
+	DeadConnTimeout time.Duration
+	Replicas        []Replica // at least one, at most one per node
+}
+
+// Replica is one [[volume.replica]] table: where a node keeps its copy of a volume.
+type Replica struct {
+	Node      string
+	Disk      string // absolute path of a file or block device
+	Create    bool   // create Disk sparse at the volume size if missing
+	NBDSocket string // absolute unix socket path, or ""
+	Device    string // /dev/nbdN to attach on Node, or ""
+}
+
+// LocalReplica is a replica held by one node, with its volume. Both point into the
+// Config they came from.
+type LocalReplica struct {
+	Volume  *Volume
+	Replica *Replica
+}
+
+// Error is one problem in a configuration. Section names the table holding the key
+// (`volume "r0" replica for node "alpha"`, empty for the top level) and Key the key
+// in it ("disk"); for ErrUnknownKey, Key is the full dotted key and Problem a hint
+// (possibly empty).
+type Error struct {
+	Section string
+	Key     string
+	Problem string
+	errs    []error // sentinels and causes, for errors.Is and errors.As
+}
+
+func (e *Error) Error() string {
+	if errors.Is(e, ErrUnknownKey) {
+		if e.Problem != "" {
+			return fmt.Sprintf("config: unknown key %q (%s)", e.Key, e.Problem)
+		}
+		return fmt.Sprintf("config: unknown key %q", e.Key)
+	}
+	var b strings.Builder
+	b.WriteString("config: ")
+	if e.Section != "" {
+		b.WriteString(e.Section)
+		b.WriteString(": ")
+	}
+	if e.Key != "" {
+		b.WriteString(e.Key)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Problem)
+	return b.String()
+}
+
+// Unwrap returns the sentinels (ErrInvalid, ...) and the underlying causes.
+func (e *Error) Unwrap() []error { return e.errs }
+
+// Load reads the file at path and parses it with Parse, resolving relative paths
+// against the file's directory. It does not look at disks or sockets: see CheckNode.
+func Load(path string) (*Config, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	data, err := os.ReadFile(abs)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c, err := Parse(data, filepath.Dir(abs))
+	if err != nil {
+		return nil, err
+	}
+	c.Path = abs
+	return c, nil
+}
+
+// Parse decodes and statically validates a configuration: syntax, types, unknown
+// keys, values, references between tables and clashes between names, sockets,
+// listeners, disks and devices. Relative paths are resolved against dir, which must
+// be absolute. Parse does not touch the filesystem. All problems found are
+// reported, joined with errors.Join; each is an *Error wrapping ErrInvalid.
+func Parse(data []byte, dir string) (*Config, error) {
+	if !filepath.IsAbs(dir) {
+		return nil, &Error{Problem: fmt.Sprintf("directory %q for relative paths is not absolute", dir), errs: []error{ErrInvalid}}
+	}
+	raw, unknown, err := decode(data)
+	if err != nil {
+		return nil, err
+	}
+	v := validator{dir: filepath.Clean(dir), errs: unknown}
+	c := v.config(raw)
+	if err := errors.Join(v.errs...); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Node returns the node called name.
+func (c *Config) Node(name string) (*Node, bool) {
+	for i := range c.Nodes {
+		if c.Nodes[i].Name == name {
+			return &c.Nodes[i], true
+		}
+	}
+	return nil, false
+}
+
+// Volume returns the volume called name.
+func (c *Config) Volume(name string) (*Volume, bool) {
+	for i := range c.Volumes {
+		if c.Volumes[i].Name == name {
+			return &c.Volumes[i], true
+		}
+	}
+	return nil, false
+}
+
+// Replica returns v's replica on node.
+func (v *Volume) Replica(node string) (*Replica, bool) {
+	for i := range v.Replicas {
+		if v.Replicas[i].Node == node {
+			return &v.Replicas[i], true
+		}
+	}
+	return nil, false
+}
+
+// LocalReplicas returns the replicas held by node, in volume order; nil for a node
+// with no replica or an unknown node.
+func (c *Config) LocalReplicas(node string) []LocalReplica {
+	var out []LocalReplica
+	for i := range c.Volumes {
+		v := &c.Volumes[i]
+		if r, ok := v.Replica(node); ok {
+			out = append(out, LocalReplica{Volume: v, Replica: r})
+		}
+	}
+	return out
+}
+
+// NodeNames returns the node names in file order.
+func (c *Config) NodeNames() []string {
+	names := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		names[i] = n.Name
+	}
+	return names
+}

@@ -1,0 +1,470 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math/bits"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+var (
+	clusterNameRE = regexp.MustCompile(`^[a-z0-9_-]+$`)
+	nameRE        = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,63}$`)
+	deviceRE      = regexp.MustCompile(`^/dev/nbd[0-9]+$`)
+	hostnameRE    = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$`)
+)
+
+// validator turns a rawFile into a Config, collecting every problem. Sections are
+// checked in file order; names, sockets, listeners, disks and devices are recorded
+// as they are met so that a clash names both users.
+type validator struct {
+	dir  string
+	errs []error
+
+	nodes     map[string]int    // node name -> index of its first [[node]]
+	badNode   bool              // some [[node]] has no usable name
+	sockets   map[string]string // absolute unix socket path -> its first user
+	nodePaths map[string]string // node + "\x00" + disk or device path -> its first user
+	listeners []listener
+}
+
+type listener struct {
+	host     string // canonical: lower-case name or unmapped IP; "" for a wildcard
+	port     int
+	addr     string // as written
+	owner    string
+	wildcard bool
+}
+
+// fail records a problem with key in section; kinds are sentinels or causes
+// wrapped besides ErrInvalid.
+func (v *validator) fail(section, key string, kinds []error, format string, args ...any) {
+	v.errs = append(v.errs, &Error{
+		Section: section,
+		Key:     key,
+		Problem: fmt.Sprintf(format, args...),
+		errs:    append([]error{ErrInvalid}, kinds...),
+	})
+}
+
+func (v *validator) failf(section, key, format string, args ...any) {
+	v.fail(section, key, nil, format, args...)
+}
+
+func (v *validator) required(section, key string, f field) bool {
+	if !f.set {
+		v.failf(section, key, "is required")
+	}
+	return f.set
+}
+
+func (v *validator) wrongType(section, key, want string, f field) {
+	v.failf(section, key, "must be %s, not %s %s", want, article(tomlType(f.v)), tomlType(f.v))
+}
+
+func article(s string) string {
+	if strings.ContainsRune("aeiou", rune(s[0])) {
+		return "an"
+	}
+	return "a"
+}
+
+// str reads a string; ok is false if the key is absent or not a string (reported).
+func (v *validator) str(section, key string, f field) (s string, ok bool) {
+	if !f.set {
+		return "", false
+	}
+	s, ok = f.v.(string)
+	if !ok {
+		v.wrongType(section, key, "a string", f)
+	}
+	return s, ok
+}
+
+// nonEmpty reads a string that, if present, must not be empty.
+func (v *validator) nonEmpty(section, key string, f field) (string, bool) {
+	s, ok := v.str(section, key, f)
+	if ok && s == "" {
+		v.failf(section, key, "must not be empty (leave the key out instead)")
+		return "", false
+	}
+	return s, ok
+}
+
+// path reads a path and resolves it against the configuration directory.
+func (v *validator) path(section, key string, f field) (string, bool) {
+	s, ok := v.nonEmpty(section, key, f)
+	if !ok {
+		return "", false
+	}
+	if strings.IndexByte(s, 0) >= 0 {
+		v.failf(section, key, "path %q contains a NUL byte", s)
+		return "", false
+	}
+	return v.resolve(s), true
+}
+
+func (v *validator) resolve(p string) string {
+	if filepath.IsAbs(p) {
+		return filepath.Clean(p)
+	}
+	return filepath.Join(v.dir, p)
+}
+
+// socket checks a resolved unix socket path and claims it for owner.
+func (v *validator) socket(section, key, path, owner string) {
+	if n := len(path); n > MaxUnixSocketPathBytes {
+		v.failf(section, key, "unix socket path %s is %d bytes long; the limit is %d", path, n, MaxUnixSocketPathBytes)
+	}
+	if prev, dup := v.sockets[path]; dup {
+		v.failf(section, key, "unix socket %s is also the %s", path, prev)
+		return
+	}
+	v.sockets[path] = owner
+}
+
+// nodePath claims a disk or device path on node for owner.
+func (v *validator) nodePath(section, key, node, path, owner string) {
+	k := node + "\x00" + path
+	if prev, dup := v.nodePaths[k]; dup {
+		v.failf(section, key, "%s on node %q is also the %s", path, node, prev)
+		return
+	}
+	v.nodePaths[k] = owner
+}
+
+func (v *validator) config(raw *rawFile) *Config {
+	v.nodes = map[string]int{}
+	v.sockets = map[string]string{}
+	v.nodePaths = map[string]string{}
+	c := &Config{Dir: v.dir}
+	c.Cluster = v.cluster(&raw.Cluster)
+	if len(raw.Node) == 0 {
+		v.failf("", "node", "at least one [[node]] is required")
+	}
+	for i := range raw.Node {
+		c.Nodes = append(c.Nodes, v.node(i, &raw.Node[i]))
+	}
+	if len(raw.Volume) == 0 {
+		v.failf("", "volume", "at least one [[volume]] is required")
+	}
+	vols := map[string]int{}
+	for i := range raw.Volume {
+		vol := v.volume(i, &raw.Volume[i], c.Nodes)
+		if vol.Name != "" {
+			if first, dup := vols[vol.Name]; dup {
+				v.failf(label("volume", vol.Name, i), "name", "volume %q is declared twice (volume #%d and #%d)", vol.Name, first+1, i+1)
+			} else {
+				vols[vol.Name] = i
+			}
+		}
+		c.Volumes = append(c.Volumes, vol)
+	}
+	return c
+}
+
+// label names the i-th (0-based) table of a kind: `node "alpha"`, or `node #2`
+// when it has no usable name.
+func label(kind, name string, i int) string {
+	if name == "" {
+		return fmt.Sprintf("%s #%d", kind, i+1)
+	}
+	return fmt.Sprintf("%s %q", kind, name)
+}
+
+func (v *validator) cluster(raw *rawCluster) Cluster {
+	const sec = "cluster"
+	cl := Cluster{Name: DefaultClusterName}
+	if s, ok := v.str(sec, "name", raw.Name); ok {
+		if !clusterNameRE.MatchString(s) {
+			v.failf(sec, "name", "%q must match [a-z0-9_-]+", s)
+		} else {
+			cl.Name = s
+		}
+	}
+	return cl
+}
+
+// name reads a node or volume name; it returns "" if absent or invalid.
+func (v *validator) name(section string, f field) string {
+	if !v.required(section, "name", f) {
+		return ""
+	}
+	s, ok := v.str(section, "name", f)
+	if !ok {
+		return ""
+	}
+	if !nameRE.MatchString(s) {
+		v.failf(section, "name", "%q must be 1 to %d of A-Z a-z 0-9 _ . -", s, MaxNameLen)
+		return ""
+	}
+	return s
+}
+
+func (v *validator) node(i int, raw *rawNode) Node {
+	sec := label("node", "", i)
+	var n Node
+	n.Name = v.name(sec, raw.Name)
+	sec = label("node", n.Name, i)
+	unique := false
+	switch first, dup := v.nodes[n.Name]; {
+	case n.Name == "":
+		v.badNode = true
+	case dup:
+		v.failf(sec, "name", "node %q is declared twice (node #%d and #%d)", n.Name, first+1, i+1)
+	default:
+		v.nodes[n.Name] = i
+		unique = true
+	}
+
+	if p, ok := v.path(sec, "control_socket", raw.ControlSocket); ok {
+		n.ControlSocket = p
+		v.socket(sec, "control_socket", p, fmt.Sprintf("control_socket of %s", sec))
+	} else if !raw.ControlSocket.set && unique {
+		n.ControlSocket = v.resolve(n.Name + ".ctl")
+		v.socket(sec, "control_socket (default)", n.ControlSocket, fmt.Sprintf("control_socket (default) of %s", sec))
+	}
+
+	if s, ok := v.nonEmpty(sec, "nbd_tcp", raw.NBDTCP); ok {
+		if l, err := parseListen(s); err != nil {
+			v.failf(sec, "nbd_tcp", "%q: %s", s, err)
+		} else {
+			l.owner = fmt.Sprintf("nbd_tcp of %s", sec)
+			v.listen(sec, "nbd_tcp", l)
+			n.NBDTCP = s
+		}
+	}
+	return n
+}
+
+// parseListen reads a TCP listen address "host:port"; host may be empty, an IP
+// address or a host name; port is numeric, 1..65535.
+func parseListen(s string) (listener, error) {
+	host, portStr, err := net.SplitHostPort(s)
+	if err != nil {
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			return listener{}, fmt.Errorf("must be host:port (%s)", ae.Err)
+		}
+		return listener{}, fmt.Errorf("must be host:port")
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 1 || port > 65535 || portStr[0] == '+' || portStr[0] == '0' {
+		return listener{}, fmt.Errorf("port %q must be a number from 1 to 65535", portStr)
+	}
+	l := listener{port: port, addr: s}
+	switch ip, err := netip.ParseAddr(host); {
+	case host == "":
+		l.wildcard = true
+	case err == nil:
+		ip = ip.Unmap()
+		l.wildcard = ip.IsUnspecified()
+		l.host = ip.String()
+	case hostnameRE.MatchString(host):
+		l.host = strings.ToLower(host)
+	default:
+		return listener{}, fmt.Errorf("host %q is neither an IP address nor a host name", host)
+	}
+	if l.wildcard {
+		l.host = ""
+	}
+	return l, nil
+}
+
+// listen claims a TCP listen address. A wildcard host clashes with any host on the
+// same port: the file cannot tell whether two nodes share a machine.
+func (v *validator) listen(section, key string, l listener) {
+	for _, prev := range v.listeners {
+		if prev.port == l.port && (prev.host == l.host || prev.wildcard || l.wildcard) {
+			v.failf(section, key, "%s clashes with %s (%s)", l.addr, prev.owner, prev.addr)
+			return
+		}
+	}
+	v.listeners = append(v.listeners, l)
+}
+
+func (v *validator) volume(i int, raw *rawVolume, nodes []Node) Volume {
+	sec := label("volume", "", i)
+	vol := Volume{
+		BlockSize:       DefaultBlockSize,
+		DeviceTimeout:   DefaultDeviceTimeout,
+		DeadConnTimeout: DefaultDeadConnTimeout,
+	}
+	vol.Name = v.name(sec, raw.Name)
+	sec = label("volume", vol.Name, i)
+
+	if v.required(sec, "size", raw.Size) {
+		vol.SizeBytes = v.size(sec, "size", raw.Size)
+	}
+	if s, ok := v.str(sec, "description", raw.Description); ok {
+		if len(s) > MaxDescriptionBytes {
+			v.failf(sec, "description", "is %d bytes long; the limit is %d", len(s), MaxDescriptionBytes)
+		}
+		vol.Description = s
+	}
+	if raw.BlockSize.set {
+		n, ok := raw.BlockSize.v.(int64)
+		switch {
+		case !ok:
+			v.wrongType(sec, "block_size", "an integer", raw.BlockSize)
+		case n < MinBlockSize || n > MaxBlockSize || bits.OnesCount64(uint64(n)) != 1:
+			v.failf(sec, "block_size", "%d must be a power of two from %d to %d", n, MinBlockSize, MaxBlockSize)
+		default:
+			vol.BlockSize = uint32(n)
+		}
+	}
+	if raw.DeviceTimeout.set {
+		vol.DeviceTimeout = v.duration(sec, "device_timeout", raw.DeviceTimeout)
+	}
+	if raw.DeadConnTimeout.set {
+		vol.DeadConnTimeout = v.duration(sec, "dead_conn_timeout", raw.DeadConnTimeout)
+	}
+
+	if len(raw.Replica) == 0 {
+		v.failf(sec, "replica", "at least one [[volume.replica]] is required")
+	}
+	seen := map[string]bool{}
+	for j := range raw.Replica {
+		r := v.replica(sec, j, &raw.Replica[j], nodes)
+		if r.Node != "" {
+			if seen[r.Node] {
+				v.failf(fmt.Sprintf("%s replica for node %q", sec, r.Node), "node", "%s already has a replica on node %q", sec, r.Node)
+			}
+			seen[r.Node] = true
+		}
+		vol.Replicas = append(vol.Replicas, r)
+	}
+	return vol
+}
+
+// size reads a size: integer bytes or a string for ParseSize; the result is a
+// positive multiple of SizeAlignBytes, or 0 after reporting a problem.
+func (v *validator) size(section, key string, f field) int64 {
+	var n int64
+	var what string
+	switch x := f.v.(type) {
+	case int64:
+		n, what = x, fmt.Sprintf("%d bytes", x)
+	case string:
+		var err error
+		if n, err = parseSize(x); err != nil {
+			v.fail(section, key, []error{ErrSize}, "invalid size %q: %v", x, err)
+			return 0
+		}
+		what = fmt.Sprintf("%q (%d bytes)", x, n)
+	default:
+		v.wrongType(section, key, `an integer number of bytes or a string such as "256MiB"`, f)
+		return 0
+	}
+	switch {
+	case n <= 0:
+		v.failf(section, key, "%s must be positive", what)
+	case n%SizeAlignBytes != 0:
+		v.failf(section, key, "%s is not a multiple of %d", what, SizeAlignBytes)
+	default:
+		return n
+	}
+	return 0
+}
+
+// duration reads a Go duration string ("30s"), or the integer 0; the kernel counts
+// these timeouts in seconds, so the value must be whole seconds and not negative.
+func (v *validator) duration(section, key string, f field) time.Duration {
+	var d time.Duration
+	switch x := f.v.(type) {
+	case string:
+		var err error
+		if d, err = time.ParseDuration(x); err != nil {
+			v.failf(section, key, `invalid duration %q (use a Go duration such as "30s" or "2m")`, x)
+			return 0
+		}
+	case int64:
+		if x != 0 {
+			v.failf(section, key, `%d has no unit: use a string such as "%ds"`, x, x)
+			return 0
+		}
+	default:
+		v.wrongType(section, key, `a duration string such as "30s"`, f)
+		return 0
+	}
+	switch {
+	case d < 0:
+		v.failf(section, key, "%s must not be negative", d)
+	case d%time.Second != 0:
+		v.failf(section, key, "%s must be a whole number of seconds (the kernel counts in seconds)", d)
+	default:
+		return d
+	}
+	return 0
+}
+
+func (v *validator) replica(vsec string, j int, raw *rawReplica, nodes []Node) Replica {
+	sec := fmt.Sprintf("%s replica #%d", vsec, j+1)
+	var r Replica
+	if v.required(sec, "node", raw.Node) {
+		if s, ok := v.str(sec, "node", raw.Node); ok {
+			if s == "" {
+				v.failf(sec, "node", "must not be empty")
+			} else {
+				r.Node = s
+				sec = fmt.Sprintf("%s replica for node %q", vsec, s)
+				// With a [[node]] missing or unnamed, that one is reported instead.
+				if _, known := v.nodes[s]; !known && !v.badNode && len(nodes) > 0 {
+					v.fail(sec, "node", []error{ErrUnknownNode}, "no [[node]] is called %q (known nodes: %s)", s, quoteNames(nodes))
+				}
+			}
+		}
+	}
+	if v.required(sec, "disk", raw.Disk) {
+		if p, ok := v.path(sec, "disk", raw.Disk); ok {
+			r.Disk = p
+			if r.Node != "" {
+				v.nodePath(sec, "disk", r.Node, p, fmt.Sprintf("disk of %s", vsec))
+			}
+		}
+	}
+	if raw.Create.set {
+		b, ok := raw.Create.v.(bool)
+		if !ok {
+			v.wrongType(sec, "create", "true or false", raw.Create)
+		}
+		r.Create = b
+	}
+	if p, ok := v.path(sec, "nbd_socket", raw.NBDSocket); ok {
+		r.NBDSocket = p
+		v.socket(sec, "nbd_socket", p, fmt.Sprintf("nbd_socket of %s", sec))
+	}
+	if s, ok := v.nonEmpty(sec, "device", raw.Device); ok {
+		if !deviceRE.MatchString(s) {
+			v.failf(sec, "device", "%q must be a kernel NBD device, /dev/nbdN", s)
+		} else {
+			r.Device = s
+			if r.Node != "" {
+				v.nodePath(sec, "device", r.Node, s, fmt.Sprintf("device of %s", vsec))
+			}
+		}
+	}
+	return r
+}
+
+// quoteNames lists the valid node names, quoted, for messages.
+func quoteNames(nodes []Node) string {
+	var names []string
+	seen := map[string]bool{}
+	for _, n := range nodes {
+		if n.Name != "" && !seen[n.Name] {
+			seen[n.Name] = true
+			names = append(names, strconv.Quote(n.Name))
+		}
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
+}
