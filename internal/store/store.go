@@ -47,6 +47,10 @@ type File struct {
 	fRunning bool
 	fStarted uint64
 	fDone    uint64
+	fWaiters int // flushes waiting on a running fdatasync (tests observe it)
+
+	// fdatasync is unix.Fdatasync; tests replace it to inject failures.
+	fdatasync func(fd int) error
 
 	noDsync     atomic.Bool // pwritev2(RWF_DSYNC) unsupported
 	noPunch     atomic.Bool // FALLOC_FL_PUNCH_HOLE unsupported
@@ -82,7 +86,7 @@ func Open(path string, size int64, o Options) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	s := &File{f: f, fd: int(f.Fd()), size: size, onFail: o.OnFail}
+	s := &File{f: f, fd: int(f.Fd()), size: size, onFail: o.OnFail, fdatasync: unix.Fdatasync}
 	s.fcond = sync.NewCond(&s.fmu)
 	if flags&os.O_CREATE != 0 {
 		if err := f.Truncate(size); err != nil {
@@ -265,16 +269,18 @@ func (s *File) Flush() error {
 			return fmt.Errorf("%w: %v", ErrFailed, err)
 		}
 		if s.fRunning {
+			s.fWaiters++
 			s.fcond.Wait()
+			s.fWaiters--
 			continue
 		}
 		s.fRunning = true
 		s.fStarted++
 		seq := s.fStarted
 		s.fmu.Unlock()
-		err := unix.Fdatasync(s.fd)
+		err := s.fdatasync(s.fd)
 		for err == unix.EINTR {
-			err = unix.Fdatasync(s.fd)
+			err = s.fdatasync(s.fd)
 		}
 		if err != nil {
 			err = s.fail(fmt.Errorf("store: fdatasync: %w", err))
