@@ -70,9 +70,6 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "blkrepd:", err)
 		return 2
 	}
-	if ioFlusherErr != nil {
-		log.Warn("could not set PR_SET_IO_FLUSHER; under memory pressure writeback to our own device could deadlock", "err", ioFlusherErr)
-	}
 	if *pprofAddr != "" {
 		if err := servePprof(*pprofAddr, log); err != nil {
 			fmt.Fprintln(stderr, "blkrepd: --pprof:", err)
@@ -84,7 +81,7 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "blkrepd:", err)
 		return 1
 	}
-	d, err := daemon.New(cfg, *node, daemon.Options{Log: log, NoDevices: *noDevices})
+	d, err := daemon.New(cfg, *node, daemon.Options{Log: log, NoDevices: *noDevices, IOFlusherErr: ioFlusherErr})
 	if err != nil {
 		fmt.Fprintln(stderr, "blkrepd:", err)
 		return 1

@@ -26,6 +26,9 @@ type Options struct {
 	// NoDevices skips kernel attach even where the config names a device
 	// (tests on hosts without nbd).
 	NoDevices bool
+	// IOFlusherErr is the result of kernel.SetIOFlusher, which main calls
+	// before any thread starts; reported when a device gets attached.
+	IOFlusherErr error
 }
 
 // Daemon is one running node.

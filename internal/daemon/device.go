@@ -44,6 +44,10 @@ func (d *Daemon) attach(v *volume) *device {
 		return dev
 	}
 	hardenOnce.Do(func() {
+		if d.opts.IOFlusherErr != nil {
+			d.log.Warn("could not set PR_SET_IO_FLUSHER; under memory pressure, writeback to our own device could deadlock",
+				"err", d.opts.IOFlusherErr)
+		}
 		// The daemon serves a device that memory reclaim may write back
 		// to: its memory must never need that device to be paged in.
 		if err := kernel.LockMemory(); err != nil {
