@@ -51,6 +51,10 @@ func (s *Server) negotiate(nc net.Conn, defaultExport string, log *slog.Logger) 
 	if s.HandshakeTimeout > 0 {
 		nc.SetDeadline(time.Now().Add(s.HandshakeTimeout))
 	}
+	if s.closing() {
+		// Shutdown may have expired the deadline just before we set it.
+		return nil, ErrServerClosed
+	}
 	h := &handshake{
 		s: s, nc: nc, log: log, defaultExport: defaultExport,
 		br: bufio.NewReaderSize(nc, 64<<10),

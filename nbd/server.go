@@ -96,6 +96,7 @@ type Server struct {
 	exports   map[string]*export
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
+	handshake map[net.Conn]struct{} // clients still negotiating
 	shutdown  bool
 	wg        sync.WaitGroup
 }
@@ -112,6 +113,7 @@ func NewServer(log *slog.Logger) *Server {
 		exports:          make(map[string]*export),
 		listeners:        make(map[net.Listener]struct{}),
 		conns:            make(map[*conn]struct{}),
+		handshake:        make(map[net.Conn]struct{}),
 	}
 }
 
@@ -259,7 +261,18 @@ func (s *Server) track(_ *conn, add bool) bool {
 // It closes nc.
 func (s *Server) ServeConn(nc net.Conn, defaultExport string) {
 	log := s.log.With("remote", remoteName(nc))
+	s.mu.Lock()
+	if s.shutdown {
+		s.mu.Unlock()
+		nc.Close()
+		return
+	}
+	s.handshake[nc] = struct{}{}
+	s.mu.Unlock()
 	neg, err := s.negotiate(nc, defaultExport, log)
+	s.mu.Lock()
+	delete(s.handshake, nc)
+	s.mu.Unlock()
 	if err != nil {
 		if !errors.Is(err, errAborted) {
 			log.Info("nbd handshake ended", "err", err)
@@ -303,6 +316,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for c := range s.conns {
 		c.stopReading()
 	}
+	for nc := range s.handshake {
+		// Nothing is in flight before the handshake ends: cut it short.
+		nc.SetDeadline(time.Unix(1, 0))
+	}
 	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
@@ -314,10 +331,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		for c := range s.conns {
 			c.nc.Close()
 		}
+		for nc := range s.handshake {
+			nc.Close()
+		}
 		s.mu.Unlock()
 		<-done
 		return ctx.Err()
 	}
+}
+
+func (s *Server) closing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.shutdown
 }
 
 func (s *Server) addConn(c *conn) bool {
