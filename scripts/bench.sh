@@ -1,0 +1,366 @@
+#!/usr/bin/env bash
+# blkrep benchmark: fio's nbd engine against blkrepd and three reference NBD servers
+# (nbdkit file, qemu-nbd, nbd-server), all exporting identical files over unix sockets,
+# measured in one run, alternating the servers, several rounds. See docs/benchmarks.md.
+#
+# Usage: scripts/bench.sh            (normally via `make bench`, which builds bin/blkrepd)
+#
+# Environment:
+#   BENCH_SIZE=1GiB        export size for every server (K/M/G/KiB/MiB/GiB or bytes; multiple of 4096)
+#   BENCH_ROUNDS=3         rounds; each round runs every workload on every server once
+#   BENCH_RUNTIME=10       seconds measured per fio run
+#   BENCH_RAMP=1           seconds of fio ramp-up (not measured) per run
+#   BENCH_OUT=./bench-out  where results.md, results.tsv and raw fio JSON (raw/) go
+#   BENCH_SERVERS="blkrepd nbdkit qemu-nbd nbd-server"   servers to run (any subset)
+#   BENCH_WORKLOADS="randwrite-4k-qd1 randwrite-4k-qd32 seqwrite-1m-qd8 randread-4k-qd32 writeflush-4k-qd1"
+#   BENCH_BASE=blkrepd     server whose ratio to each peer is reported
+#   BENCH_BLKREPD=bin/blkrepd
+#   BENCH_QEMU_AIO=threads qemu-nbd --aio mode (threads is qemu-nbd's default)
+#   BENCH_SYNC=1           `sync` before every fio run so one server's dirty pages are not
+#                          written back during the next server's run
+#   BENCH_TMPDIR=<repo>/.cache   parent of the work directory (must not be tmpfs)
+#   BENCH_KEEP=0           1: keep the work directory (images, configs, server logs)
+#
+# The Markdown table goes to stdout, progress to stderr.
+set -euo pipefail
+
+prog=bench.sh
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+HELPER=$REPO/scripts/bench/report.py
+
+log() { printf '%s %s\n' "[$(date +%H:%M:%S)]" "$*" >&2; }
+die() { echo "$prog: error: $*" >&2; exit 1; }
+
+to_bytes() { # 1GiB, 1G, 512M, 4096 -> bytes (binary units)
+	local s=$1 n u
+	[[ $s =~ ^([0-9]+)([KkMmGgTt]?)(i?[Bb])?$ ]] || return 1
+	n=${BASH_REMATCH[1]} u=${BASH_REMATCH[2]}
+	case $u in
+	'') echo "$n" ;;
+	[Kk]) echo $((n << 10)) ;;
+	[Mm]) echo $((n << 20)) ;;
+	[Gg]) echo $((n << 30)) ;;
+	[Tt]) echo $((n << 40)) ;;
+	esac
+}
+human_size() { # bytes -> "1GiB" style string for blkrepd's config (exact)
+	local b=$1
+	if ((b % (1 << 30) == 0)); then echo "$((b >> 30))GiB"
+	elif ((b % (1 << 20) == 0)); then echo "$((b >> 20))MiB"
+	else echo "$((b >> 10))KiB"; fi
+}
+
+SIZE=$(to_bytes "${BENCH_SIZE:-1GiB}") || die "BENCH_SIZE='${BENCH_SIZE}' is not a size"
+((SIZE > 0 && SIZE % 4096 == 0)) || die "BENCH_SIZE must be a positive multiple of 4096 (got $SIZE)"
+ROUNDS=${BENCH_ROUNDS:-3}
+RUNTIME=${BENCH_RUNTIME:-10}
+RUNTIME=${RUNTIME%s}
+RAMP=${BENCH_RAMP:-1}
+RAMP=${RAMP%s}
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer"
+[[ $RUNTIME =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNTIME must be a positive number of seconds"
+[[ $RAMP =~ ^[0-9]+$ ]] || die "BENCH_RAMP must be a number of seconds"
+OUT=${BENCH_OUT:-./bench-out}
+read -r -a SERVERS <<<"${BENCH_SERVERS:-blkrepd nbdkit qemu-nbd nbd-server}"
+read -r -a WORKLOADS <<<"${BENCH_WORKLOADS:-randwrite-4k-qd1 randwrite-4k-qd32 seqwrite-1m-qd8 randread-4k-qd32 writeflush-4k-qd1}"
+BASE=${BENCH_BASE:-blkrepd}
+BLKREPD=${BENCH_BLKREPD:-$REPO/bin/blkrepd}
+QEMU_AIO=${BENCH_QEMU_AIO:-threads}
+DO_SYNC=${BENCH_SYNC:-1}
+PYTHON=${PYTHON:-python3}
+((${#SERVERS[@]} > 0)) || die "BENCH_SERVERS is empty"
+
+# fio arguments of each workload (the figure each produces is defined in bench/report.py).
+declare -A WL_UNIT=(
+	[randwrite-4k-qd1]=IOPS [randwrite-4k-qd32]=IOPS [seqwrite-1m-qd8]=GiB/s
+	[randread-4k-qd32]=IOPS [writeflush-4k-qd1]=pairs/s
+)
+declare -A WL_ARGS=(
+	[randwrite-4k-qd1]="--rw=randwrite --bs=4k --iodepth=1"
+	[randwrite-4k-qd32]="--rw=randwrite --bs=4k --iodepth=32"
+	[seqwrite-1m-qd8]="--rw=write --bs=1M --iodepth=8"
+	[randread-4k-qd32]="--rw=randread --bs=4k --iodepth=32"
+	[writeflush-4k-qd1]="--rw=randwrite --bs=4k --iodepth=1 --fsync=1"
+)
+for wl in "${WORKLOADS[@]}"; do
+	[ -n "${WL_ARGS[$wl]:-}" ] || die "unknown workload '$wl' (known: ${!WL_ARGS[*]})"
+done
+
+need=(fio nbdinfo nbdcopy "$PYTHON" timeout)
+for s in "${SERVERS[@]}"; do
+	case $s in
+	blkrepd) [ -x "$BLKREPD" ] || die "$BLKREPD not found: build it (make bench does) or leave blkrepd out of BENCH_SERVERS" ;;
+	nbdkit) need+=(nbdkit) ;;
+	qemu-nbd) need+=(qemu-nbd) ;;
+	nbd-server) need+=(nbd-server) ;;
+	*) die "unknown server '$s' (known: blkrepd nbdkit qemu-nbd nbd-server)" ;;
+	esac
+done
+for c in "${need[@]}"; do
+	command -v "$c" >/dev/null 2>&1 || die "'$c' not found: run scripts/install-deps.sh bench"
+done
+fio --enghelp 2>/dev/null | grep -qx '[[:space:]]*nbd' || die "this fio has no nbd engine (Debian's fio has; run scripts/install-deps.sh bench)"
+
+# ---------------------------------------------------------------- work dir, cleanup
+TMP_PARENT=${BENCH_TMPDIR:-$REPO/.cache}
+mkdir -p "$TMP_PARENT"
+fstype=$(findmnt -n -o FSTYPE -T "$TMP_PARENT" 2>/dev/null || stat -f -c %T "$TMP_PARENT")
+[ "$fstype" != tmpfs ] && [ "$fstype" != ramfs ] || die "$TMP_PARENT is on $fstype: the work files must live on the repository's disk"
+W=$(mktemp -d "$TMP_PARENT/bench.XXXXXX")
+W=$(cd "$W" && pwd -P)
+((${#W} + 20 < 108)) || die "work dir path too long for unix sockets: $W (set BENCH_TMPDIR)"
+
+declare -A PID=() URI=() IMG=()
+FIO_PID=
+
+stop_pid() { # pid [children-too]
+	local p=$1 i
+	kill -0 "$p" 2>/dev/null || return 0
+	kill -TERM "$p" 2>/dev/null || true
+	[ "${2:-}" = children ] && pkill -TERM -P "$p" 2>/dev/null || true
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$p" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$p" 2>/dev/null; then
+		log "$p did not exit on SIGTERM, killing"
+		[ "${2:-}" = children ] && pkill -KILL -P "$p" 2>/dev/null || true
+		kill -KILL "$p" 2>/dev/null || true
+	fi
+	wait "$p" 2>/dev/null || true
+}
+
+cleanup() {
+	local rc=$? s
+	trap - EXIT INT TERM HUP
+	[ -n "$FIO_PID" ] && { kill -TERM "$FIO_PID" 2>/dev/null || true; wait "$FIO_PID" 2>/dev/null || true; }
+	for s in "${!PID[@]}"; do
+		if [ "$s" = nbd-server ]; then stop_pid "${PID[$s]}" children; else stop_pid "${PID[$s]}"; fi
+	done
+	if [ "${BENCH_KEEP:-0}" = 1 ]; then
+		log "work directory kept: $W"
+	else
+		rm -rf "$W"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+mkdir -p "$OUT/raw"
+OUT=$(cd "$OUT" && pwd -P)
+rm -f "$OUT"/raw/*.json "$OUT/results.tsv" "$OUT/results.md"
+
+# ---------------------------------------------------------------- servers
+# Every server gets a page-cached, writeback file (no O_DIRECT), FLUSH -> fdatasync/fsync,
+# FUA advertised, default thread counts. Details in docs/benchmarks.md.
+start_server() {
+	local s=$1 sock=$W/$1.sock
+	IMG[$s]=$W/$s.img
+	URI[$s]="nbd+unix:///bench?socket=$sock"
+	case $s in
+	blkrepd)
+		IMG[$s]=$W/blkrepd.img
+		URI[$s]="nbd+unix:///bench?socket=$W/blkrepd.sock"
+		cat >"$W/bench.toml" <<-EOF
+			[cluster]
+			name = "bench"
+
+			[[node]]
+			name = "bench"
+			control_socket = "bench.ctl"
+
+			[[volume]]
+			name = "bench"
+			size = "$(human_size "$SIZE")"
+
+			[[volume.replica]]
+			node = "bench"
+			disk = "blkrepd.img"
+			create = true
+			nbd_socket = "blkrepd.sock"
+		EOF
+		"$BLKREPD" --config "$W/bench.toml" --node bench --log-level warn </dev/null >"$W/blkrepd.log" 2>&1 &
+		PID[$s]=$!
+		;;
+	nbdkit)
+		# nbdkit serves any export name with the file plugin; cache=default = page cache,
+		# FLUSH = fdatasync; default 16 threads.
+		truncate -s "$SIZE" "${IMG[$s]}"
+		nbdkit --foreground --unix "$sock" file file="${IMG[$s]}" cache=default </dev/null >"$W/nbdkit.log" 2>&1 &
+		PID[$s]=$!
+		;;
+	qemu-nbd)
+		# --cache=writeback (qemu-nbd's default: page cache, FLUSH = fdatasync, no O_DIRECT),
+		# --aio=threads (its default), --persistent so it survives each fio disconnect.
+		truncate -s "$SIZE" "${IMG[$s]}"
+		qemu-nbd --format=raw --export-name=bench --socket="$sock" --persistent --shared=4 \
+			--cache=writeback --aio="$QEMU_AIO" --discard=ignore --detect-zeroes=off \
+			"${IMG[$s]}" </dev/null >"$W/qemu-nbd.log" 2>&1 &
+		PID[$s]=$!
+		;;
+	nbd-server)
+		# nbd-server daemonizes (and forks a child per connection); -d would serve one
+		# connection and exit. flush/fua must be enabled or it advertises no FLUSH and
+		# fio's flushes fail. Default max_threads (4).
+		truncate -s "$SIZE" "${IMG[$s]}"
+		cat >"$W/nbd-server.conf" <<-EOF
+			[generic]
+			unixsock = $sock
+			allowlist = true
+
+			[bench]
+			exportname = ${IMG[$s]}
+			flush = true
+			fua = true
+			trim = true
+		EOF
+		nbd-server -C "$W/nbd-server.conf" -p "$W/nbd-server.pid" </dev/null >"$W/nbd-server.log" 2>&1 \
+			|| { cat "$W/nbd-server.log" >&2; die "nbd-server failed to start"; }
+		local i
+		for ((i = 0; i < 100; i++)); do
+			[ -s "$W/nbd-server.pid" ] && break
+			sleep 0.1
+		done
+		[ -s "$W/nbd-server.pid" ] || die "nbd-server wrote no pid file"
+		PID[$s]=$(cat "$W/nbd-server.pid")
+		;;
+	esac
+}
+
+wait_ready() {
+	local s=$1 i size
+	for ((i = 0; i < 300; i++)); do
+		if ! kill -0 "${PID[$s]}" 2>/dev/null; then
+			tail -n 20 "$W/$s.log" >&2 || true
+			die "$s exited during start-up (log above)"
+		fi
+		if size=$(nbdinfo --size "${URI[$s]}" 2>/dev/null); then
+			[ "$size" = "$SIZE" ] || die "$s exports $size bytes, expected $SIZE"
+			return 0
+		fi
+		sleep 0.1
+	done
+	tail -n 20 "$W/$s.log" >&2 || true
+	die "$s not ready after 30 s (${URI[$s]})"
+}
+
+versions() {
+	local s
+	for s in "${SERVERS[@]}"; do
+		case $s in
+		blkrepd) echo "blkrepd: $("$BLKREPD" --version 2>/dev/null | head -n1 || true) (git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo none))" ;;
+		nbdkit) echo "nbdkit: $(nbdkit --version 2>&1 | head -n1)" ;;
+		qemu-nbd) echo "qemu-nbd: $(qemu-nbd --version 2>&1 | head -n1)" ;;
+		nbd-server) echo "nbd-server: $(nbd-server -V 2>&1 | grep -m1 version)" ;;
+		esac
+	done
+	echo "fio: $(fio --version)"
+}
+
+nruns=$((ROUNDS * ${#WORKLOADS[@]} * ${#SERVERS[@]}))
+log "work dir $W ($fstype), size $SIZE, ${#SERVERS[@]} servers x ${#WORKLOADS[@]} workloads x $ROUNDS rounds = $nruns runs of ${RAMP}+${RUNTIME} s (about $(((nruns * (RUNTIME + RAMP + 2) + 59) / 60)) min)"
+
+for s in "${SERVERS[@]}"; do
+	start_server "$s"
+done
+for s in "${SERVERS[@]}"; do
+	wait_ready "$s"
+	log "$s ready (pid ${PID[$s]}): ${URI[$s]}"
+done
+
+# ---------------------------------------------------------------- fill
+# Same allocation and content for every server: one random source file copied THROUGH each
+# server (nbdcopy ... --flush), so every backing file ends up fully written, none sparse.
+log "filling every export through its server with the same $SIZE of random data"
+head -c "$SIZE" /dev/urandom >"$W/src.img"
+for s in "${SERVERS[@]}"; do
+	t0=$(date +%s%N)
+	nbdcopy --flush "$W/src.img" "${URI[$s]}" || die "nbdcopy into $s failed"
+	ms=$((($(date +%s%N) - t0) / 1000000))
+	log "  $s filled in $((ms / 1000)).$((ms % 1000 / 100)) s; backing file $(du -m "${IMG[$s]}" 2>/dev/null | cut -f1) MiB allocated"
+done
+rm -f "$W/src.img"
+sync
+
+# ---------------------------------------------------------------- runs
+printf 'round\tworkload\tserver\tvalue\n' >"$OUT/results.tsv"
+failures=0
+run=0
+k=0
+for ((r = 1; r <= ROUNDS; r++)); do
+	for wl in "${WORKLOADS[@]}"; do
+		# Alternate the order run by run: rotate by k, reverse every other run.
+		n=${#SERVERS[@]}
+		order=()
+		for ((i = 0; i < n; i++)); do order+=("${SERVERS[$(((i + k) % n))]}"); done
+		if ((k % 2 == 1)); then
+			rev=()
+			for ((i = n - 1; i >= 0; i--)); do rev+=("${order[$i]}"); done
+			order=("${rev[@]}")
+		fi
+		k=$((k + 1))
+		for s in "${order[@]}"; do
+			run=$((run + 1))
+			json=$OUT/raw/r$r-$wl-$s.json
+			if [ "$DO_SYNC" = 1 ]; then sync; fi
+			# shellcheck disable=SC2086 # WL_ARGS holds several words on purpose
+			timeout --kill-after=10 $((RUNTIME + RAMP + 60)) \
+				fio --name="$wl" --ioengine=nbd --uri="${URI[$s]}" ${WL_ARGS[$wl]} \
+				--time_based --runtime="$RUNTIME" --ramp_time="$RAMP" \
+				--randrepeat=1 --randseed=4242 --norandommap \
+				--output-format=json --output="$json" </dev/null >"$W/fio.log" 2>&1 &
+			FIO_PID=$!
+			rc=0
+			wait "$FIO_PID" || rc=$?
+			FIO_PID=
+			val=nan
+			if [ "$rc" = 0 ]; then
+				val=$("$PYTHON" "$HELPER" value "$wl" "$json") || val=nan
+			else
+				log "fio failed (exit $rc) on $s $wl:"
+				tail -n 5 "$W/fio.log" >&2 || true
+			fi
+			if [ "$val" = nan ]; then
+				failures=$((failures + 1))
+				kill -0 "${PID[$s]}" 2>/dev/null || log "$s is no longer running"
+			fi
+			printf '%s\t%s\t%s\t%s\n' "$r" "$wl" "$s" "$val" >>"$OUT/results.tsv"
+			log "[$run/$nruns] round $r $wl $s: $val ${WL_UNIT[$wl]}"
+		done
+	done
+done
+
+# ---------------------------------------------------------------- report
+table=$("$PYTHON" "$HELPER" table "$OUT/results.tsv" "$BASE" "${SERVERS[@]}")
+detail=$("$PYTHON" "$HELPER" table "$OUT/results.tsv" "$BASE" "${SERVERS[@]}" --detail)
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)
+mem=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
+note="$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($cpu), $mem, Linux $(uname -r), work files on $fstype; size $(human_size "$SIZE"), $ROUNDS rounds x ${RUNTIME} s (+${RAMP} s ramp), unix sockets; figures are medians over the rounds"
+if [[ " ${SERVERS[*]} " == *" $BASE "* ]] && ((${#SERVERS[@]} > 1)); then
+	note+="; $BASE/peer = median of the per-round ratios (0.85-1.15 = equal)"
+fi
+{
+	echo "# blkrep benchmark"
+	echo
+	echo "$note"
+	echo
+	echo "$detail"
+	echo
+	echo "Versions:"
+	echo
+	versions | sed 's/^/- /'
+	echo
+	echo "Raw fio JSON: raw/r<round>-<workload>-<server>.json; all figures: results.tsv"
+} >"$OUT/results.md"
+
+echo "$note"
+echo
+echo "$table"
+log "results: $OUT/results.md, raw fio JSON in $OUT/raw/"
+if ((failures > 0)); then
+	log "$failures of $nruns runs failed (n/a in the table)"
+	exit 1
+fi
