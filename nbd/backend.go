@@ -27,6 +27,13 @@ type FUAWriter interface {
 	WriteAtFUA(p []byte, off int64) (int, error)
 }
 
+// NoWaitReader is implemented by backends that can try a read without
+// blocking (preadv2 with RWF_NOWAIT: served only from the page cache). A
+// short read or any error means "do it the blocking way".
+type NoWaitReader interface {
+	ReadAtNoWait(p []byte, off int64) (int, error)
+}
+
 // Trimmer discards a range; the range then reads as zeroes or as its old
 // content, either is valid.
 type Trimmer interface {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -29,13 +30,19 @@ type conn struct {
 	neg negotiated
 
 	handlers sync.WaitGroup
-	work     chan work // to idle workers; unbuffered
-	workers  int       // started by the reader goroutine only
+	active   atomic.Int32 // requests dispatched to workers and not finished
+	work     chan work    // to idle workers; unbuffered
+	workers  int          // started by the reader goroutine only
 
 	// payload bytes held in memory, bounded by s.MaxInFlightBytes
 	budgetMu   sync.Mutex
 	budgetCond *sync.Cond
 	budget     int64
+
+	// Replies produced inline by the reader goroutine, written in one batch
+	// when the reader runs out of buffered requests (or before it blocks).
+	inBufs net.Buffers
+	inRel  [][]byte
 
 	wmu     sync.Mutex
 	writing bool
@@ -89,7 +96,11 @@ func (c *conn) serve() {
 func (c *conn) readLoop() error {
 	var hdr [requestLen]byte
 	var waits []chan struct{}
+	defer c.flushInline()
 	for {
+		if c.br.Buffered() < requestLen {
+			c.flushInline() // about to wait for the client: answer what we have
+		}
 		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
 			if errors.Is(err, io.ErrUnexpectedEOF) {
 				return errors.New("client vanished mid-request")
@@ -129,6 +140,12 @@ func (c *conn) readLoop() error {
 		if r.Type == CmdRead {
 			c.acquire(int64(r.Length))
 		}
+		if r.Type == CmdRead && c.readInline(&r) {
+			continue
+		}
+		if r.Type == CmdWrite && c.writeInline(&r, buf) {
+			continue
+		}
 		var ent *rangeEntry
 		switch r.Type {
 		case CmdRead, CmdWrite, CmdTrim, CmdWriteZeroes:
@@ -160,6 +177,7 @@ const maxWorkers = 128
 // a worker only ever waits for requests dispatched before its own.
 func (c *conn) dispatch(w work) {
 	c.handlers.Add(1)
+	c.active.Add(1)
 	select {
 	case c.work <- w:
 		return
@@ -170,12 +188,88 @@ func (c *conn) dispatch(w work) {
 		go c.worker(w)
 		return
 	}
+	c.flushInline()
 	c.work <- w
+}
+
+// maxInline bounds the reads served on the reader goroutine itself.
+const maxInline = 256 << 10
+
+// readInline serves a READ on the reader goroutine when the backend can
+// do it without blocking (data in the page cache): no handoff to a worker,
+// and the reply joins a batch written with one writev. It reports false
+// (nothing done, budget still held) when the read must go to a worker.
+func (c *conn) readInline(r *Request) bool {
+	nw, ok := c.exp.Backend.(NoWaitReader)
+	if !ok || r.Length == 0 || r.Length > maxInline || r.Flags&CmdFlagFUA != 0 {
+		return false
+	}
+	_, waits := c.exp.ranges.add(r.Offset, r.Offset+uint64(r.Length), false, nil)
+	if len(waits) > 0 {
+		return false // an overlapping write is in flight: order behind it
+	}
+	buf := getBuf(int(r.Length))
+	if n, err := nw.ReadAtNoWait(buf, int64(r.Offset)); err != nil || n != len(buf) {
+		putBuf(buf)
+		return false
+	}
+	c.exp.reads.Add(1)
+	c.exp.bytesRead.Add(uint64(r.Length))
+	c.inBufs = append(c.inBufs, c.readReplyHeader(r, len(buf)), buf)
+	c.inRel = append(c.inRel, buf)
+	if len(c.inBufs) >= 32 {
+		c.flushInline()
+	}
+	return true
+}
+
+// writeInline serves a plain WRITE on the reader goroutine when the
+// connection is otherwise idle (nothing in flight, no next request
+// buffered): at queue depth 1 a handoff to a worker only adds latency, and
+// there is no concurrency to lose. It owns buf either way it returns true.
+func (c *conn) writeInline(r *Request, buf []byte) bool {
+	if r.Length == 0 || r.Length > maxInline || r.Flags&CmdFlagFUA != 0 ||
+		c.active.Load() != 0 || c.br.Buffered() >= requestLen {
+		return false
+	}
+	// Nothing is in flight on this connection; other connections may
+	// still write the same range, so ordering still goes through the
+	// tracker.
+	ent, waits := c.exp.ranges.add(r.Offset, r.Offset+uint64(r.Length), true, nil)
+	if len(waits) > 0 {
+		c.exp.ranges.remove(ent)
+		return false
+	}
+	_, err := c.exp.Backend.WriteAt(buf, int64(r.Offset))
+	c.exp.ranges.remove(ent)
+	putBuf(buf)
+	c.releaseBudget(int64(r.Length))
+	c.exp.writes.Add(1)
+	if err != nil {
+		c.flushInline()
+		c.fail(r, err)
+		return true
+	}
+	c.exp.bytesWritten.Add(uint64(r.Length))
+	h := make([]byte, simpleLen)
+	putSimpleReply(h, 0, r.Cookie)
+	c.inBufs = append(c.inBufs, h)
+	return true
+}
+
+func (c *conn) flushInline() {
+	if len(c.inBufs) == 0 {
+		return
+	}
+	bufs, rel := c.inBufs, c.inRel
+	c.inBufs, c.inRel = nil, nil
+	c.sendBatch(bufs, rel)
 }
 
 func (c *conn) worker(w work) {
 	for {
 		c.handle(w.r, w.buf, w.ent, w.waits)
+		c.active.Add(-1)
 		var ok bool
 		if w, ok = <-c.work; !ok {
 			return
@@ -185,6 +279,12 @@ func (c *conn) worker(w work) {
 
 func (c *conn) acquire(n int64) {
 	c.budgetMu.Lock()
+	if c.budget > 0 && c.budget+n > c.s.MaxInFlightBytes && len(c.inRel) > 0 {
+		// Our own unsent inline replies hold budget: send them first.
+		c.budgetMu.Unlock()
+		c.flushInline()
+		c.budgetMu.Lock()
+	}
 	for c.budget > 0 && c.budget+n > c.s.MaxInFlightBytes {
 		c.budgetCond.Wait()
 	}
@@ -409,22 +509,32 @@ func (c *conn) replyError(r *Request, errno uint32, msg string) {
 }
 
 func (c *conn) replyRead(r *Request, data []byte) {
-	if !c.neg.structured {
-		h := make([]byte, simpleLen)
-		putSimpleReply(h, 0, r.Cookie)
-		c.send(data, h, data)
-		return
-	}
+	h := c.readReplyHeader(r, len(data))
 	if len(data) == 0 {
-		h := make([]byte, structLen)
-		putStructHeader(h, replyFlagDone, replyTypeNone, r.Cookie, 0)
+		putBuf(data)
+		c.releaseBudget(0)
 		c.send(nil, h)
 		return
 	}
-	h := make([]byte, structLen+8)
-	putStructHeader(h, replyFlagDone, replyTypeOffsetData, r.Cookie, uint32(8+len(data)))
-	binary.BigEndian.PutUint64(h[structLen:], r.Offset)
 	c.send(data, h, data)
+}
+
+// readReplyHeader is what precedes n bytes of READ data on the wire.
+func (c *conn) readReplyHeader(r *Request, n int) []byte {
+	if !c.neg.structured {
+		h := make([]byte, simpleLen)
+		putSimpleReply(h, 0, r.Cookie)
+		return h
+	}
+	if n == 0 {
+		h := make([]byte, structLen)
+		putStructHeader(h, replyFlagDone, replyTypeNone, r.Cookie, 0)
+		return h
+	}
+	h := make([]byte, structLen+8)
+	putStructHeader(h, replyFlagDone, replyTypeOffsetData, r.Cookie, uint32(8+n))
+	binary.BigEndian.PutUint64(h[structLen:], r.Offset)
+	return h
 }
 
 // maxExtents bounds the descriptors in one BLOCK_STATUS reply.
@@ -469,19 +579,27 @@ func (c *conn) blockStatus(r *Request) {
 // buffer given back once written. The first caller to find the socket idle
 // writes everything queued, including what others add while it writes.
 func (c *conn) send(rel []byte, bufs ...[]byte) {
+	var rels [][]byte
+	if rel != nil {
+		rels = [][]byte{rel}
+	}
+	c.sendBatch(bufs, rels)
+}
+
+// sendBatch queues several replies at once; rels are pooled payload
+// buffers (holding connection budget) given back once written.
+func (c *conn) sendBatch(bufs net.Buffers, rels [][]byte) {
 	c.wmu.Lock()
 	if c.werr != nil {
 		c.wmu.Unlock()
-		if rel != nil {
-			putBuf(rel)
-			c.releaseBudget(int64(len(rel)))
+		for _, b := range rels {
+			putBuf(b)
+			c.releaseBudget(int64(len(b)))
 		}
 		return
 	}
 	c.pending = append(c.pending, bufs...)
-	if rel != nil {
-		c.release = append(c.release, rel)
-	}
+	c.release = append(c.release, rels...)
 	if c.writing {
 		c.wmu.Unlock()
 		return

@@ -270,9 +270,17 @@ func TestOverlappingWritesOrdered(t *testing.T) {
 	}
 	_, path := startServer(t, m, 1<<20, nil)
 	cl := open(t, path, false, false)
-	cl.request(CmdWrite, 0, 1, 0, 4096, bytes.Repeat([]byte{1}, 4096))    // blocks in backend
-	cl.request(CmdWrite, 0, 2, 2048, 4096, bytes.Repeat([]byte{2}, 4096)) // overlaps 1
-	cl.request(CmdWrite, 0, 3, 65536, 4096, bytes.Repeat([]byte{3}, 4096))
+	// One write call, so the server sees all three at once and hands the
+	// first to a worker (it would serve a lone request inline).
+	var b []byte
+	for _, w := range []struct {
+		cookie, off uint64
+		fill        byte
+	}{{1, 0, 1}, {2, 2048, 2}, {3, 65536, 3}} { // 1 blocks in the backend; 2 overlaps it
+		b = encodeRequest(b, &Request{Type: CmdWrite, Cookie: w.cookie, Offset: w.off, Length: 4096})
+		b = append(b, bytes.Repeat([]byte{w.fill}, 4096)...)
+	}
+	cl.write(b)
 	// 3 does not overlap: it completes while 1 is stuck.
 	if c, e, _ := cl.simple(0); c != 3 || e != 0 {
 		t.Fatalf("first reply cookie %d errno %d, want 3", c, e)

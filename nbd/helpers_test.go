@@ -9,6 +9,7 @@ import (
 	"net"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -43,6 +44,15 @@ func (m *memBackend) ReadAt(p []byte, off int64) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return copy(p, m.data[off:]), nil
+}
+
+// ReadAtNoWait serves even 4 KiB blocks "from cache" and refuses odd ones,
+// so tests exercise both the inline and the worker read paths.
+func (m *memBackend) ReadAtNoWait(p []byte, off int64) (int, error) {
+	if (off/4096)%2 == 1 {
+		return 0, syscall.EAGAIN
+	}
+	return m.ReadAt(p, off)
 }
 
 func (m *memBackend) WriteAt(p []byte, off int64) (int, error) {

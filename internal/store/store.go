@@ -52,6 +52,7 @@ type File struct {
 	// fdatasync is unix.Fdatasync; tests replace it to inject failures.
 	fdatasync func(fd int) error
 
+	noNowait    atomic.Bool // preadv2(RWF_NOWAIT) unsupported
 	noDsync     atomic.Bool // pwritev2(RWF_DSYNC) unsupported
 	noPunch     atomic.Bool // FALLOC_FL_PUNCH_HOLE unsupported
 	noZeroRange atomic.Bool // FALLOC_FL_ZERO_RANGE unsupported
@@ -66,6 +67,7 @@ var _ nbd.Trimmer = (*File)(nil)
 var _ nbd.Zeroer = (*File)(nil)
 var _ nbd.Cacher = (*File)(nil)
 var _ nbd.Extenter = (*File)(nil)
+var _ nbd.NoWaitReader = (*File)(nil)
 
 // Open opens (or with Create, creates sparse) the store at path. A regular
 // file must be exactly size bytes; a block device at least size bytes (only
@@ -196,6 +198,23 @@ func (s *File) ReadAt(p []byte, off int64) (int, error) {
 		done += n
 	}
 	return done, nil
+}
+
+// ReadAtNoWait reads only if the data can be had without waiting for the
+// disk (preadv2 RWF_NOWAIT); otherwise it returns an error or a short
+// count and the caller retries with ReadAt.
+func (s *File) ReadAtNoWait(p []byte, off int64) (int, error) {
+	if s.noNowait.Load() {
+		return 0, unix.EAGAIN
+	}
+	if err := s.check(off, len(p)); err != nil {
+		return 0, err
+	}
+	n, err := unix.Preadv2(s.fd, [][]byte{p}, off, unix.RWF_NOWAIT)
+	if err == unix.EOPNOTSUPP || err == unix.ENOSYS || err == unix.EINVAL {
+		s.noNowait.Store(true)
+	}
+	return n, err
 }
 
 // WriteAt writes p at off.
