@@ -19,9 +19,12 @@ type Server struct {
 	http *http.Server
 }
 
-// Listen creates the control socket at path (removing a stale one: a
+// Listen creates the control socket at path (log may be nil) (removing a stale one: a
 // socket nobody answers on) and returns a server not yet serving.
 func Listen(path string, status func() Status, log *slog.Logger) (*Server, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	l, err := ListenUnix(path)
 	if err != nil {
 		return nil, err
