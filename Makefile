@@ -15,8 +15,9 @@ deps:
 	bash scripts/install-deps.sh test
 
 ## test: everything CI runs: static checks, unit + interop tests (real NBD
-## clients), race detector on the concurrent core, short fuzzing.
-test: deps build vet fmt-check test-unit test-race test-fuzz
+## clients), race detector on the concurrent core, short fuzzing, and the
+## real daemon attaching /dev/nbd0 on Debian's 6.1 and 6.12 kernels (QEMU).
+test: deps build vet fmt-check test-unit test-race test-fuzz vm-smoke
 
 test-unit:
 	BLKREP_REQUIRE_INTEROP=1 $(GO) test -count=1 ./...
