@@ -124,6 +124,9 @@ func (c *conn) readLoop() error {
 				}
 			} else {
 				c.acquire(int64(r.Length))
+				if c.br.Buffered() < int(r.Length) {
+					c.flushInline() // the payload is still on its way
+				}
 				buf = getBuf(int(r.Length))
 				if _, err := io.ReadFull(c.br, buf); err != nil {
 					putBuf(buf)
