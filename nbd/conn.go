@@ -155,6 +155,14 @@ func (c *conn) readLoop() error {
 			ent, waits = c.exp.ranges.add(r.Offset, r.Offset+uint64(r.Length),
 				r.Type != CmdRead, waits[:0])
 		}
+		if len(waits) == 0 && c.active.Load() == 0 && c.br.Buffered() < requestLen {
+			// The connection is idle: nothing in flight, nothing queued.
+			// A worker would add a handoff and no concurrency.
+			c.flushInline()
+			c.handlers.Add(1)
+			c.handle(r, buf, ent, nil)
+			continue
+		}
 		wk := work{r: r, buf: buf, ent: ent}
 		if len(waits) > 0 {
 			wk.waits = append([]chan struct{}(nil), waits...)
@@ -195,8 +203,8 @@ func (c *conn) dispatch(w work) {
 	c.work <- w
 }
 
-// maxInline bounds the reads served on the reader goroutine itself.
-const maxInline = 256 << 10
+// maxInline bounds the requests served on the reader goroutine itself.
+const maxInline = 128 << 10
 
 // readInline serves a READ on the reader goroutine when the backend can
 // do it without blocking (data in the page cache): no handoff to a worker,
@@ -231,8 +239,12 @@ func (c *conn) readInline(r *Request) bool {
 // buffered): at queue depth 1 a handoff to a worker only adds latency, and
 // there is no concurrency to lose. It owns buf either way it returns true.
 func (c *conn) writeInline(r *Request, buf []byte) bool {
-	if r.Length == 0 || r.Length > maxInline || r.Flags&CmdFlagFUA != 0 ||
-		c.active.Load() != 0 || c.br.Buffered() >= requestLen {
+	if r.Length == 0 || r.Length > maxInline || r.Flags&CmdFlagFUA != 0 {
+		// Large payloads go to a worker so the copy into the page cache
+		// overlaps reading the next payload from the socket.
+		return false
+	}
+	if !c.exp.InlineWrites && (c.active.Load() != 0 || c.br.Buffered() >= requestLen) {
 		return false
 	}
 	// Nothing is in flight on this connection; other connections may

@@ -25,6 +25,13 @@ type Export struct {
 	// syncs the whole store). It advertises NBD_FLAG_CAN_MULTI_CONN.
 	MultiConn bool
 	Backend   Backend
+	// InlineWrites says WriteAt only copies into the page cache (no
+	// network, no waiting for the disk) so plain writes are best done on
+	// the connection's reader goroutine: buffered writes to one file
+	// serialise on the inode lock in the kernel anyway, and parallel
+	// writers only spin on it. Without it, writes are inlined only when
+	// the connection is otherwise idle.
+	InlineWrites bool
 	// Admit, when set, is asked before a client enters the transmission
 	// phase; a non-nil error refuses the client with that message.
 	Admit func() error

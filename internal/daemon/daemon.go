@@ -109,7 +109,9 @@ func (d *Daemon) Start() (err error) {
 			Size:        v.cfg.SizeBytes,
 			BlockSize:   v.cfg.BlockSize,
 			MultiConn:   true, // one fd: an fdatasync covers writes from every connection
-			Backend:     st,
+			// Buffered pwrite into the page cache: serve on the reader.
+			InlineWrites: true,
+			Backend:      st,
 		}); err != nil {
 			return err
 		}

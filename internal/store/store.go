@@ -49,6 +49,8 @@ type File struct {
 	fDone    uint64
 	fWaiters int // flushes waiting on a running fdatasync (tests observe it)
 
+	wmu sync.Mutex // serialises plain pwrites (see write)
+
 	// fdatasync is unix.Fdatasync; tests replace it to inject failures.
 	fdatasync func(fd int) error
 
@@ -256,7 +258,11 @@ func (s *File) write(p []byte, off int64, dsync bool) (int, error) {
 				return len(p), s.Flush()
 			}
 		} else {
+			// Buffered writes to one file serialise on its inode lock in
+			// the kernel, where waiters spin; queueing here parks them.
+			s.wmu.Lock()
 			n, err = unix.Pwrite(s.fd, p[done:], off+int64(done))
+			s.wmu.Unlock()
 		}
 		if err == unix.EINTR {
 			continue
