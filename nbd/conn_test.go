@@ -431,7 +431,7 @@ func TestAdmitRefuses(t *testing.T) {
 // Deep queues of mixed requests all get exactly one reply each.
 func TestManyInFlight(t *testing.T) {
 	m := newMem(t, 4<<20)
-	_, path := startServer(t, m, 4<<20, nil)
+	s, path := startServer(t, m, 4<<20, nil)
 	cl := open(t, path, false, false)
 	const n = 512
 	go func() {
@@ -453,5 +453,11 @@ func TestManyInFlight(t *testing.T) {
 		if c%2 == 1 {
 			cl.read(make([]byte, 4096))
 		}
+	}
+	// Every write replied to has left the ordering tracker.
+	cl.request(CmdFlush, 0, n, 0, 0, nil)
+	cl.simple(0)
+	if k := s.lookup("r0").ranges.inFlight(); k != 0 {
+		t.Fatalf("%d writes still registered after their replies", k)
 	}
 }

@@ -1,6 +1,9 @@
 package nbd
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"errors"
+)
 
 // Wire constants of the NBD protocol (NetworkBlockDevice/nbd doc/proto.md).
 // They are frozen by the protocol: never change a value.
@@ -154,18 +157,14 @@ type Request struct {
 	Length uint32
 }
 
-// ErrBadMagic is returned by DecodeRequest when the header does not start
+// errBadMagic is returned by decodeRequest when the header does not start
 // with the request magic: the stream is out of sync and must be closed.
-var errBadMagic = errorString("nbd: bad request magic")
-
-type errorString string
-
-func (e errorString) Error() string { return string(e) }
+var errBadMagic = errors.New("nbd: bad request magic")
 
 // decodeRequest parses a 28-byte request header.
 func decodeRequest(b []byte, r *Request) error {
 	if len(b) < requestLen {
-		return errorString("nbd: short request header")
+		return errors.New("nbd: short request header")
 	}
 	if binary.BigEndian.Uint32(b[0:4]) != magicRequest {
 		return errBadMagic

@@ -238,29 +238,26 @@ func (s *Server) Serve(l net.Listener, defaultExport string) error {
 			return err
 		}
 		delay = 0
-		if !s.track(nil, true) {
+		if !s.enter() {
 			nc.Close()
 			return ErrServerClosed
 		}
 		go func() {
-			defer s.track(nil, false)
+			defer s.wg.Done()
 			s.ServeConn(nc, defaultExport)
 		}()
 	}
 }
 
-// track counts a serving goroutine (add) or its end; false once shut down.
-func (s *Server) track(_ *conn, add bool) bool {
+// enter counts a serving goroutine, which calls s.wg.Done when it ends;
+// false once shut down.
+func (s *Server) enter() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if add {
-		if s.shutdown {
-			return false
-		}
-		s.wg.Add(1)
-		return true
+	if s.shutdown {
+		return false
 	}
-	s.wg.Done()
+	s.wg.Add(1)
 	return true
 }
 
@@ -300,11 +297,11 @@ func (s *Server) ServeTransmission(nc net.Conn, name string) error {
 		nc.Close()
 		return fmt.Errorf("nbd: unknown export %q", name)
 	}
-	if !s.track(nil, true) {
+	if !s.enter() {
 		nc.Close()
 		return ErrServerClosed
 	}
-	defer s.track(nil, false)
+	defer s.wg.Done()
 	neg := &negotiated{exp: e, br: nil}
 	c := newConn(s, nc, neg, s.log.With("volume", name, "remote", "kernel"))
 	c.serve()
