@@ -115,7 +115,10 @@ fetch() {
 			log "downloading linux-image-$v"
 			(cd "$C" && { apt-get download "linux-image-$v" </dev/null ||
 				apt-get download "linux-image-$v-unsigned" </dev/null; }) >&2
-			deb=$(ls "$C"/linux-image-"$v"_*.deb "$C"/linux-image-"$v"-unsigned_*.deb | head -1)
+			# ls fails on whichever of the two names is absent: ignore that,
+			# check the result instead (pipefail is on).
+			deb=$(ls "$C"/linux-image-"$v"_*.deb "$C"/linux-image-"$v"-unsigned_*.deb 2>/dev/null | head -1 || true)
+			[ -n "$deb" ] || die "apt-get download of linux-image-$v left no .deb in $C"
 		fi
 		rm -rf "$k"
 		dpkg-deb -x "$deb" "$k"
