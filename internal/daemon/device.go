@@ -100,7 +100,15 @@ func (dev *device) connect() error {
 	if err != nil {
 		return err
 	}
+	// Register the serving goroutine under the lock that detach takes to
+	// set closing, so detach's Wait never races a late Add.
+	dev.mu.Lock()
+	if dev.closing {
+		dev.mu.Unlock()
+		return errors.New("device is being detached")
+	}
 	dev.served.Add(1)
+	dev.mu.Unlock()
 	started := false
 	index, err := kernel.Attach(dev.kc, o, func(nc net.Conn) {
 		started = true
