@@ -5,6 +5,6 @@
 //     injected *slog.Logger.
 //   - nbd/ knows nothing of the daemon or replication: it imports no
 //     internal/ package.
-//   - The pure packages (bitmap, activelog, protocol) import nothing that
+//   - The pure packages (bitmap, activelog, protocol, meta) import nothing that
 //     does I/O, starts goroutines by design, reads the clock or logs.
 package lint

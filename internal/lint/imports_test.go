@@ -46,7 +46,7 @@ func listPackages(t *testing.T) []pkg {
 const mod = "github.com/blkrep/blkrep/"
 
 func TestImportRules(t *testing.T) {
-	pure := map[string]bool{mod + "bitmap": true, mod + "activelog": true, mod + "protocol": true}
+	pure := map[string]bool{mod + "bitmap": true, mod + "activelog": true, mod + "protocol": true, mod + "meta": true}
 	impure := []string{"net", "os", "os/exec", "log", "log/slog", "time", "syscall", "golang.org/x/sys/unix"}
 	for _, p := range listPackages(t) {
 		for _, imp := range p.Imports {
