@@ -6,62 +6,17 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/blkrep/blkrep/internal/crashdisk"
 )
 
-// crashDev is an in-memory Device that can crash: synced bytes survive,
-// each unsynced write survives whole, torn or not at all, by seed.
-type crashDev struct {
-	durable []byte
-	cur     []byte
-	pending []pendingWrite
-}
-
-type pendingWrite struct {
-	off  int64
-	data []byte
-}
-
-func newCrashDev(size int) *crashDev {
-	return &crashDev{durable: make([]byte, size), cur: make([]byte, size)}
-}
-
-func (d *crashDev) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 || off+int64(len(p)) > int64(len(d.cur)) {
-		return 0, errors.New("read out of range")
-	}
-	return copy(p, d.cur[off:]), nil
-}
-
-func (d *crashDev) WriteAt(p []byte, off int64) (int, error) {
-	if off < 0 || off+int64(len(p)) > int64(len(d.cur)) {
-		return 0, errors.New("write out of range")
-	}
-	copy(d.cur[off:], p)
-	d.pending = append(d.pending, pendingWrite{off, bytes.Clone(p)})
-	return len(p), nil
-}
-
-func (d *crashDev) Sync() error {
-	copy(d.durable, d.cur)
-	d.pending = nil
-	return nil
-}
-
-// crash keeps, for each unsynced write, all of it, none, or a torn prefix
-// of 512-byte sectors.
-func (d *crashDev) crash(r *rand.Rand) {
-	img := bytes.Clone(d.durable)
-	for _, w := range d.pending {
-		switch r.IntN(3) {
-		case 0:
-		case 1:
-			copy(img[w.off:], w.data)
-		case 2:
-			n := r.IntN(len(w.data)/512+1) * 512
-			copy(img[w.off:], w.data[:n])
-		}
-	}
-	d.durable, d.cur, d.pending = img, bytes.Clone(img), nil
+// flip damages one byte of the device.
+func flip(t *testing.T, d *crashdisk.Disk, off int64) {
+	t.Helper()
+	b := make([]byte, 1)
+	d.ReadAt(b, off)
+	b[0] ^= 0xff
+	d.WriteAt(b, off)
 }
 
 func testSB(dev int64) *Superblock {
@@ -135,7 +90,7 @@ func crcOf(b []byte) uint32 {
 
 func TestLoadPicksNewestValid(t *testing.T) {
 	const size = 64 << 20
-	dev := newCrashDev(size)
+	dev := crashdisk.New(size)
 	sb := testSB(size)
 	if _, _, err := Load(dev, size, false); !errors.Is(err, ErrNoMetadata) {
 		t.Fatalf("empty device: %v", err)
@@ -154,18 +109,18 @@ func TestLoadPicksNewestValid(t *testing.T) {
 	}
 	// Damage the newest copy: the previous state comes back.
 	off := SuperblockOffsets(size, false)[li.Used]
-	dev.cur[off+300] ^= 0xff
+	flip(t, dev, off+300)
 	got, li, err = Load(dev, size, false)
 	if err != nil || got.Current != 0x1234 || li.CopyErr[0] == nil {
 		t.Fatalf("after damage: %+v %+v %v", got, li, err)
 	}
 	// Both bad: refuse with a message naming both.
-	dev.cur[SuperblockOffsets(size, false)[1]+300] ^= 0xff
+	flip(t, dev, SuperblockOffsets(size, false)[1]+300)
 	if _, _, err := Load(dev, size, false); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("both damaged: %v", err)
 	}
 	// Geometry from another device size.
-	dev2 := newCrashDev(size)
+	dev2 := crashdisk.New(size)
 	Initialize(dev2, testSB(size))
 	if _, _, err := Load(dev2, size+4096, false); !errors.Is(err, ErrNoMetadata) && !errors.Is(err, ErrGeometryMismatch) {
 		t.Fatalf("other size: %v", err)
@@ -178,8 +133,8 @@ func TestLoadPicksNewestValid(t *testing.T) {
 func TestCrashDuringUpdate(t *testing.T) {
 	const size = 1 << 20
 	for seed := uint64(0); seed < 500; seed++ {
-		r := rand.New(rand.NewPCG(seed, 0))
-		dev := newCrashDev(size)
+		r := rand.New(rand.NewPCG(seed, 1))
+		dev := crashdisk.New(size)
 		sb := testSB(size)
 		info, err := Initialize(dev, sb)
 		if err != nil {
@@ -196,7 +151,7 @@ func TestCrashDuringUpdate(t *testing.T) {
 		sb.Current = inFlight
 		b, _ := sb.Encode()
 		dev.WriteAt(b, SuperblockOffsets(size, false)[1-info.Used])
-		dev.crash(r)
+		dev.Crash(seed)
 		got, _, err := Load(dev, size, false)
 		if err != nil {
 			t.Fatalf("seed %d: load after crash: %v", seed, err)
