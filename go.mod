@@ -10,4 +10,7 @@ require (
 	golang.org/x/sys v0.49.0
 )
 
-require github.com/vishvananda/netns v0.0.5 // indirect
+require (
+	github.com/bits-and-blooms/bitset v1.29.0 // indirect
+	github.com/vishvananda/netns v0.0.5 // indirect
+)
