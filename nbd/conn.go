@@ -98,6 +98,7 @@ func (c *conn) readLoop() error {
 	var waits []chan struct{}
 	defer c.flushInline()
 	for {
+		waits = waits[:0] // only READ/WRITE/TRIM/WRITE_ZEROES fill it below
 		if c.br.Buffered() < requestLen {
 			c.flushInline() // about to wait for the client: answer what we have
 		}
@@ -119,6 +120,7 @@ func (c *conn) readLoop() error {
 		if r.Type == CmdWrite {
 			if errno != 0 {
 				// Keep the stream in sync: consume the payload we refuse.
+				c.flushInline()
 				if _, err := io.CopyN(io.Discard, c.br, int64(r.Length)); err != nil {
 					return err
 				}

@@ -461,3 +461,34 @@ func TestManyInFlight(t *testing.T) {
 		t.Fatalf("%d writes still registered after their replies", k)
 	}
 }
+
+// A FLUSH must not inherit the ordering waits of the request before it
+// (regression: it waited for an unrelated stuck write).
+func TestFlushDoesNotWaitForUnrelatedWrites(t *testing.T) {
+	m := newMem(t, 1<<20)
+	release := make(chan struct{})
+	var once sync.Once
+	m.writeHook = func(off int64) {
+		if off == 0 {
+			once.Do(func() { <-release })
+		}
+	}
+	_, path := startServer(t, m, 1<<20, nil)
+	cl := open(t, path, false, false)
+	var b []byte
+	b = encodeRequest(b, &Request{Type: CmdWrite, Cookie: 1, Offset: 0, Length: 8192})
+	b = append(b, make([]byte, 8192)...)
+	b = encodeRequest(b, &Request{Type: CmdWrite, Cookie: 2, Offset: 4096, Length: 4096})
+	b = append(b, make([]byte, 4096)...)
+	b = encodeRequest(b, &Request{Type: CmdFlush, Cookie: 3})
+	cl.write(b)
+	if c, e, _ := cl.simple(0); c != 3 || e != 0 {
+		t.Fatalf("first reply: cookie %d errno %d, want the flush (3)", c, e)
+	}
+	close(release)
+	for range 2 {
+		if _, e, _ := cl.simple(0); e != 0 {
+			t.Fatalf("errno %d", e)
+		}
+	}
+}

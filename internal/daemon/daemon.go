@@ -140,7 +140,10 @@ func (d *Daemon) Start() (err error) {
 	}()
 	for _, v := range d.volumes {
 		if v.replica.Device != "" {
-			v.dev = d.attach(v)
+			dev := d.attach(v)
+			d.mu.Lock() // Status reads v.dev from the control goroutine
+			v.dev = dev
+			d.mu.Unlock()
 		}
 	}
 	d.log.Info("blkrepd running", "version", Version, "control_socket", d.node.ControlSocket)
@@ -264,7 +267,10 @@ func (d *Daemon) Status() control.Status {
 			}
 		}
 		if v.replica.Device != "" {
-			vs.Device = v.dev.status(v.replica.Device)
+			d.mu.Lock()
+			dev := v.dev
+			d.mu.Unlock()
+			vs.Device = dev.status(v.replica.Device)
 		}
 		if s, ok := d.srv.Stats(v.cfg.Name); ok {
 			vs.IO = control.IOStats{

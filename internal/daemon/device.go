@@ -109,12 +109,21 @@ func (dev *device) connect() error {
 	}
 	dev.served.Add(1)
 	dev.mu.Unlock()
+	// attempt links this Attach with its serving goroutine: the kernel may
+	// drop the socket before Attach has even returned.
+	var attached, ended bool
 	started := false
 	index, err := kernel.Attach(dev.kc, o, func(nc net.Conn) {
 		started = true
 		defer dev.served.Done()
 		dev.d.srv.ServeTransmission(nc, dev.v.cfg.Name)
-		dev.lost()
+		dev.mu.Lock()
+		ended = true
+		was := attached
+		dev.mu.Unlock()
+		if was {
+			dev.lost()
+		}
 	})
 	if err != nil {
 		if !started {
@@ -123,8 +132,17 @@ func (dev *device) connect() error {
 		return err
 	}
 	dev.mu.Lock()
+	attached = true
 	dev.index, dev.state, dev.err = index, "attached", ""
+	gone, closing := ended, dev.closing
 	dev.mu.Unlock()
+	switch {
+	case closing:
+		// detach ran while we attached: do not leave the device behind.
+		dev.kc.Disconnect(index)
+	case gone:
+		dev.lost()
+	}
 	return nil
 }
 
@@ -172,13 +190,15 @@ func (dev *device) lost() {
 func (dev *device) detach() error {
 	dev.mu.Lock()
 	dev.closing = true
-	kc, index, state := dev.kc, dev.index, dev.state
+	kc, index := dev.kc, dev.index
 	dev.mu.Unlock()
 	if kc == nil {
 		return nil
 	}
 	var err error
-	if state == "attached" && index >= 0 {
+	if index >= 0 {
+		// Also when the link is dead ("detached"): a device left configured
+		// would hold its users until dead_conn_timeout.
 		err = kc.Disconnect(index)
 		if err == nil {
 			dev.log.Info("device detached")

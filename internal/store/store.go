@@ -386,10 +386,17 @@ func (s *File) WriteZeroes(off, n int64, noHole, fast bool) error {
 		if err == nil {
 			return nil
 		}
-		if err != unix.EOPNOTSUPP {
+		if s.isBlock && err == unix.EINVAL {
+			// A block device refuses ranges not aligned to its logical
+			// block size (4Kn disks); write the zeroes instead.
+			if fast {
+				return nbd.ErrFastZeroUnsupported
+			}
+		} else if err != unix.EOPNOTSUPP {
 			return fmt.Errorf("store: zero range at %d: %w", off, err)
+		} else {
+			s.noZeroRange.Store(true)
 		}
-		s.noZeroRange.Store(true)
 	}
 	if fast {
 		return nbd.ErrFastZeroUnsupported
