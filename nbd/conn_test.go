@@ -474,7 +474,11 @@ func TestFlushDoesNotWaitForUnrelatedWrites(t *testing.T) {
 		}
 	}
 	_, path := startServer(t, m, 1<<20, nil)
+	var closeOnce sync.Once
+	unblock := func() { closeOnce.Do(func() { close(release) }) }
+	t.Cleanup(unblock) // runs before the server's shutdown, even on failure
 	cl := open(t, path, false, false)
+	cl.c.SetDeadline(time.Now().Add(2 * time.Second))
 	var b []byte
 	b = encodeRequest(b, &Request{Type: CmdWrite, Cookie: 1, Offset: 0, Length: 8192})
 	b = append(b, make([]byte, 8192)...)
@@ -485,7 +489,7 @@ func TestFlushDoesNotWaitForUnrelatedWrites(t *testing.T) {
 	if c, e, _ := cl.simple(0); c != 3 || e != 0 {
 		t.Fatalf("first reply: cookie %d errno %d, want the flush (3)", c, e)
 	}
-	close(release)
+	unblock()
 	for range 2 {
 		if _, e, _ := cl.simple(0); e != 0 {
 			t.Fatalf("errno %d", e)
