@@ -145,25 +145,29 @@ func (c *conn) readLoop() error {
 		if r.Type == CmdRead {
 			c.acquire(int64(r.Length))
 		}
-		if r.Type == CmdRead && c.readInline(&r) {
-			continue
-		}
-		if r.Type == CmdWrite && c.writeInline(&r, buf) {
-			continue
-		}
+		// Register once, in arrival order; every path below honours it.
 		var ent *rangeEntry
 		switch r.Type {
 		case CmdRead, CmdWrite, CmdTrim, CmdWriteZeroes:
 			ent, waits = c.exp.ranges.add(r.Offset, r.Offset+uint64(r.Length),
 				r.Type != CmdRead, waits[:0])
 		}
-		if len(waits) == 0 && c.active.Load() == 0 && c.br.Buffered() < requestLen {
-			// The connection is idle: nothing in flight, nothing queued.
-			// A worker would add a handoff and no concurrency.
-			c.flushInline()
-			c.handlers.Add(1)
-			c.handle(r, buf, ent, nil)
-			continue
+		if len(waits) == 0 {
+			// Nothing earlier overlaps: cheap requests are served here.
+			if r.Type == CmdRead && c.readInline(&r) {
+				continue
+			}
+			if r.Type == CmdWrite && c.writeInline(&r, buf, ent) {
+				continue
+			}
+			if c.active.Load() == 0 && c.br.Buffered() < requestLen {
+				// The connection is idle: nothing in flight, nothing
+				// queued. A worker would add a handoff and no concurrency.
+				c.flushInline()
+				c.handlers.Add(1)
+				c.handle(r, buf, ent, nil)
+				continue
+			}
 		}
 		wk := work{r: r, buf: buf, ent: ent}
 		if len(waits) > 0 {
@@ -208,18 +212,15 @@ func (c *conn) dispatch(w work) {
 // maxInline bounds the requests served on the reader goroutine itself.
 const maxInline = 128 << 10
 
-// readInline serves a READ on the reader goroutine when the backend can
-// do it without blocking (data in the page cache): no handoff to a worker,
+// readInline serves a READ, with no earlier overlapping write in flight,
+// on the reader goroutine when the backend can do it without blocking
+// (data in the page cache): no handoff to a worker,
 // and the reply joins a batch written with one writev. It reports false
 // (nothing done, budget still held) when the read must go to a worker.
 func (c *conn) readInline(r *Request) bool {
 	nw, ok := c.exp.Backend.(NoWaitReader)
 	if !ok || r.Length == 0 || r.Length > maxInline || r.Flags&CmdFlagFUA != 0 {
 		return false
-	}
-	_, waits := c.exp.ranges.add(r.Offset, r.Offset+uint64(r.Length), false, nil)
-	if len(waits) > 0 {
-		return false // an overlapping write is in flight: order behind it
 	}
 	buf := getBuf(int(r.Length))
 	if n, err := nw.ReadAtNoWait(buf, int64(r.Offset)); err != nil || n != len(buf) {
@@ -236,25 +237,19 @@ func (c *conn) readInline(r *Request) bool {
 	return true
 }
 
-// writeInline serves a plain WRITE on the reader goroutine when the
-// connection is otherwise idle (nothing in flight, no next request
-// buffered): at queue depth 1 a handoff to a worker only adds latency, and
-// there is no concurrency to lose. It owns buf either way it returns true.
-func (c *conn) writeInline(r *Request, buf []byte) bool {
+// writeInline serves a plain WRITE, registered as ent with no earlier
+// overlapping write in flight, on the reader goroutine: always for an
+// export with InlineWrites, otherwise only when the connection is idle
+// (nothing in flight, no next request buffered), where a handoff to a
+// worker only adds latency. When it returns true it has released ent and
+// buf; when false the caller still owns both.
+func (c *conn) writeInline(r *Request, buf []byte, ent *rangeEntry) bool {
 	if r.Length == 0 || r.Length > maxInline || r.Flags&CmdFlagFUA != 0 {
 		// Large payloads go to a worker so the copy into the page cache
 		// overlaps reading the next payload from the socket.
 		return false
 	}
 	if !c.exp.InlineWrites && (c.active.Load() != 0 || c.br.Buffered() >= requestLen) {
-		return false
-	}
-	// Nothing is in flight on this connection; other connections may
-	// still write the same range, so ordering still goes through the
-	// tracker.
-	ent, waits := c.exp.ranges.add(r.Offset, r.Offset+uint64(r.Length), true, nil)
-	if len(waits) > 0 {
-		c.exp.ranges.remove(ent)
 		return false
 	}
 	_, err := c.exp.Backend.WriteAt(buf, int64(r.Offset))
