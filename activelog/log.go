@@ -225,6 +225,28 @@ func (l *Log) Begin(offBytes, length int64) (*Ticket, error) {
 	return t, nil
 }
 
+// TryBegin is Begin for a caller that must not wait: it returns a ready
+// ticket when every extent is hot (and the log open), and (nil, nil)
+// without queueing anything otherwise.
+func (l *Log) TryBegin(offBytes, length int64) (*Ticket, error) {
+	first, n, err := ExtentRange(offBytes, length)
+	if err != nil {
+		return nil, err
+	}
+	if n > int64(l.MaxSpan()) {
+		return nil, fmt.Errorf("%w: %d extents, at most %d", ErrSpan, n, l.MaxSpan())
+	}
+	t := &Ticket{log: l, first: first, n: int(n)}
+	if t.n == 0 {
+		t.state = ticketReady
+		return t, nil
+	}
+	if !l.acquire(t) {
+		return nil, nil
+	}
+	return t, nil
+}
+
 // acquire makes t ready if the log is open and all its extents are hot
 // and not leaving.
 func (l *Log) acquire(t *Ticket) bool {
@@ -591,4 +613,13 @@ func (l *Log) Stats() Stats {
 	s.Waiting = l.waiting.Len()
 	s.Seq = l.seq
 	return s
+}
+
+// RingRecordsFor returns the ring size to create for a hot set of extents
+// slots: DefaultRingRecords, or more when the set is so large that the
+// records left after a torn newest one could not cover it with their
+// windows, whatever MaxUpdates a later run uses.
+func RingRecordsFor(extents int) int {
+	k := WindowLen(extents, MaxUpdatesLimit)
+	return max(DefaultRingRecords, (extents+k-1)/k+1)
 }

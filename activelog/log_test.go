@@ -463,3 +463,20 @@ func BenchmarkColdWrite(b *testing.B) {
 		l.Release(tk)
 	}
 }
+
+func TestRingRecordsFor(t *testing.T) {
+	for _, n := range []int{1, 64, DefaultExtents, 4000, MaxExtents} {
+		r := RingRecordsFor(n)
+		for _, u := range []int{1, DefaultMaxUpdates, MaxUpdatesLimit} {
+			if _, err := (Config{Extents: n, MaxUpdates: u, RingRecords: r}).normalize(); err != nil {
+				t.Errorf("extents %d updates %d ring %d: %v", n, u, r, err)
+			}
+		}
+		if r > MaxRingRecords {
+			t.Errorf("extents %d: ring %d too large", n, r)
+		}
+	}
+	if RingRecordsFor(DefaultExtents) != DefaultRingRecords {
+		t.Error("default geometry changed")
+	}
+}

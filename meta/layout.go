@@ -155,3 +155,47 @@ func (l Layout) BitmapPageOffset(slot int, page int64) int64 {
 func (l Layout) PageCRCOffsetOf(slot int, page int64) int64 {
 	return l.PageCRCOffset + int64(slot)*l.PageCRCBytes + page*PageCRCSize
 }
+
+// DeviceBytesFor returns the smallest backing-device size whose layout
+// exports at least exported bytes: exported itself for external metadata,
+// exported plus the metadata area for internal metadata. g.DeviceBytes is
+// ignored. create = true files are created at this size, and a disk
+// smaller than it cannot hold the volume.
+func DeviceBytesFor(exported int64, g Geometry) (int64, error) {
+	if exported <= 0 || exported%BlockSize != 0 {
+		return 0, fmt.Errorf("%w: volume size %d is not a positive multiple of %d", ErrGeometry, exported, BlockSize)
+	}
+	g.DeviceBytes = exported
+	if g.External {
+		if _, err := ComputeLayout(g); err != nil {
+			return 0, err
+		}
+		return exported, nil
+	}
+	// The area grows with the device (bitmap pages), so iterate: each
+	// step only adds the pages the previous area's bytes need.
+	dev := exported
+	for range 64 {
+		l, err := computeArea(g, dev)
+		if err != nil {
+			return 0, err
+		}
+		if next := exported + l; next == dev {
+			return dev, nil
+		} else {
+			dev = next
+		}
+	}
+	return 0, fmt.Errorf("%w: no device size fits a volume of %d bytes", ErrGeometry, exported)
+}
+
+// computeArea returns the internal metadata area for a device of dev bytes.
+func computeArea(g Geometry, dev int64) (int64, error) {
+	g.DeviceBytes = dev
+	g.External = true // the area's size does not depend on where it is
+	l, err := ComputeLayout(g)
+	if err != nil {
+		return 0, err
+	}
+	return l.AreaBytes, nil
+}

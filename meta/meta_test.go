@@ -224,3 +224,34 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestDeviceBytesFor(t *testing.T) {
+	for _, exported := range []int64{4096, 1 << 20, 256 << 20, 10 << 30, 1 << 40, (1 << 40) + 4096*32768*8} {
+		for _, bpb := range []uint32{4096, 65536, 1 << 20} {
+			g := Geometry{PeerSlots: 3, BytesPerBit: bpb}
+			dev, err := DeviceBytesFor(exported, g)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g.DeviceBytes = dev
+			l, err := ComputeLayout(g)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l.ExportedBytes != exported {
+				t.Errorf("exported %d bpb %d: device %d exports %d", exported, bpb, dev, l.ExportedBytes)
+			}
+			g.DeviceBytes = dev - BlockSize
+			if l2, err := ComputeLayout(g); err == nil && l2.ExportedBytes >= exported {
+				t.Errorf("exported %d bpb %d: device %d is not the smallest", exported, bpb, dev)
+			}
+			g.External = true
+			if d, err := DeviceBytesFor(exported, g); err != nil || d != exported {
+				t.Errorf("external: %d, %v", d, err)
+			}
+		}
+	}
+	if _, err := DeviceBytesFor(1000, Geometry{}); !errors.Is(err, ErrGeometry) {
+		t.Errorf("unaligned size: %v", err)
+	}
+}

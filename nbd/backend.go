@@ -27,6 +27,16 @@ type FUAWriter interface {
 	WriteAtFUA(p []byte, off int64) (int, error)
 }
 
+// TryWriter is implemented by backends whose WriteAt may have to wait for
+// something other than the page cache (an activity-log transaction before
+// the first write into a cold region). TryWriteAt does the write only if
+// it can start at once, and reports ok = false, having done nothing,
+// otherwise: the server then gives the write to a worker instead of
+// stalling the connection's reader on it.
+type TryWriter interface {
+	TryWriteAt(p []byte, off int64) (n int, ok bool, err error)
+}
+
 // NoWaitReader is implemented by backends that can try a read without
 // blocking (preadv2 with RWF_NOWAIT: served only from the page cache). A
 // short read or any error means "do it the blocking way".

@@ -252,7 +252,15 @@ func (c *conn) writeInline(r *Request, buf []byte, ent *rangeEntry) bool {
 	if !c.exp.InlineWrites && (c.active.Load() != 0 || c.br.Buffered() >= requestLen) {
 		return false
 	}
-	_, err := c.exp.Backend.WriteAt(buf, int64(r.Offset))
+	var err error
+	if tw, ok := c.exp.Backend.(TryWriter); ok {
+		var done bool
+		if _, done, err = tw.TryWriteAt(buf, int64(r.Offset)); !done {
+			return false
+		}
+	} else {
+		_, err = c.exp.Backend.WriteAt(buf, int64(r.Offset))
+	}
 	c.exp.ranges.remove(ent)
 	putBuf(buf)
 	c.releaseBudget(int64(r.Length))

@@ -33,6 +33,62 @@ type Volume struct {
 	Exports   []Addr  `json:"exports"`
 	Device    Device  `json:"device"`
 	IO        IOStats `json:"io"`
+	// Metadata is nil for a volume with meta_disk = "none".
+	Metadata *Metadata `json:"metadata,omitempty"`
+}
+
+// Metadata is the replica's persistent state: superblock, activity log
+// and bitmaps (docs/format/).
+type Metadata struct {
+	// Placement is "internal" (at the end of the disk) or "external".
+	Placement string `json:"placement"`
+	Path      string `json:"path"`
+	// DiskBytes is the data disk's size; for internal metadata the
+	// exported size is smaller by at least AreaBytes.
+	DiskBytes int64 `json:"disk_bytes"`
+	AreaBytes int64 `json:"area_bytes"`
+	// Flags are the superblock's: consistent, was-up-to-date, primary,
+	// crashed-primary, al-clean, just-created.
+	Flags []string `json:"flags"`
+	// Current is the data generation (16 hex digits; zero until the
+	// first write of just-created metadata).
+	Current string `json:"current"`
+	// LastShutdown is "clean" or "crash" (the activity log's hot extents
+	// were marked out of sync at start).
+	LastShutdown string `json:"last_shutdown"`
+	// BadBitmapPages failed their checksum at start (marked all dirty).
+	BadBitmapPages int      `json:"bad_bitmap_pages"`
+	BytesPerBit    uint32   `json:"bytes_per_bit"`
+	ActivityLog    ALStatus `json:"activity_log"`
+	// BitmapPageWrites and SuperblockWrites count metadata writes since start.
+	BitmapPageWrites uint64     `json:"bitmap_page_writes"`
+	SuperblockWrites uint64     `json:"superblock_writes"`
+	Peers            []PeerSlot `json:"peers"`
+	// Error is set when metadata could not be written: writes are refused.
+	Error string `json:"error,omitempty"`
+}
+
+// ALStatus is the activity log's state and counters since start.
+type ALStatus struct {
+	Extents   int    `json:"extents"`   // capacity (al_extents)
+	Hot       int    `json:"hot"`       // hot extents now
+	InFlight  int    `json:"in_flight"` // extent references of writes in flight
+	Waiting   int    `json:"waiting"`   // writes waiting for a transaction
+	Writes    uint64 `json:"writes"`    // transaction records written
+	Evictions uint64 `json:"evictions"` // extents made cold
+	Starved   uint64 `json:"starved"`   // times no extent could be evicted
+	Seq       uint64 `json:"seq"`       // newest record's sequence
+}
+
+// PeerSlot is one peer's bitmap.
+type PeerSlot struct {
+	Slot int `json:"slot"`
+	// Node is empty for an unused slot.
+	Node string `json:"node"`
+	// DirtyBytes is how much of the volume may differ from the peer.
+	DirtyBytes int64    `json:"dirty_bytes"`
+	BitmapID   string   `json:"bitmap_id"`
+	Flags      []string `json:"flags"`
 }
 
 // Disk is the local backing store.

@@ -22,11 +22,17 @@ type Disk struct {
 	failSync bool
 	writes   int
 	failAt   int // fail the write with this 1-based number; 0: never
+	dead     bool
 }
+
+// ErrPowerCut is returned by every write and sync after PowerCut until
+// Restart.
+var ErrPowerCut = errors.New("crashdisk: power is off")
 
 type write struct {
 	off  int64
 	data []byte
+	fua  bool // durable on return: survives every crash whole
 }
 
 // New returns a zeroed disk of size bytes.
@@ -58,19 +64,49 @@ func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 	if err := d.check(off, len(p)); err != nil {
 		return 0, err
 	}
+	if d.dead {
+		return 0, ErrPowerCut
+	}
 	d.writes++
 	if d.failAt != 0 && d.writes == d.failAt {
 		return 0, ErrInjected
 	}
 	copy(d.volatile[off:], p)
-	d.pending = append(d.pending, write{off, append([]byte(nil), p...)})
+	d.pending = append(d.pending, write{off, append([]byte(nil), p...), false})
 	return len(p), nil
 }
+
+// WriteAtFUA writes p and makes that write (only) durable before it
+// returns, like a write with the FUA flag or RWF_DSYNC: a crash keeps it
+// whole, and earlier unsynced writes it overlaps cannot land over it.
+func (d *Disk) WriteAtFUA(p []byte, off int64) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.check(off, len(p)); err != nil {
+		return 0, err
+	}
+	if d.dead {
+		return 0, ErrPowerCut
+	}
+	d.writes++
+	if d.failAt != 0 && d.writes == d.failAt {
+		return 0, ErrInjected
+	}
+	copy(d.volatile[off:], p)
+	d.pending = append(d.pending, write{off, append([]byte(nil), p...), true})
+	return len(p), nil
+}
+
+// Flush is Sync, under the name the store backends use.
+func (d *Disk) Flush() error { return d.Sync() }
 
 // Sync makes every write so far durable.
 func (d *Disk) Sync() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.dead {
+		return ErrPowerCut
+	}
 	if d.failSync {
 		d.failSync = false
 		return ErrInjected
@@ -107,9 +143,35 @@ func (d *Disk) Pending() int {
 func (d *Disk) Crash(seed uint64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.crash(seed)
+}
+
+// PowerCut is Crash for a disk still in use: the image becomes what
+// survives the cut, and every later write or sync fails with ErrPowerCut
+// (changing nothing) until Restart, so a program still running after the
+// cut cannot add to the image. Reads keep working.
+func (d *Disk) PowerCut(seed uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.crash(seed)
+	d.dead = true
+}
+
+// Restart powers the disk on again after PowerCut.
+func (d *Disk) Restart() {
+	d.mu.Lock()
+	d.dead = false
+	d.mu.Unlock()
+}
+
+func (d *Disk) crash(seed uint64) {
 	r := rand.New(rand.NewPCG(seed, 0x5eed))
 	img := append([]byte(nil), d.durable...)
 	for _, w := range d.pending {
+		if w.fua {
+			copy(img[w.off:], w.data)
+			continue
+		}
 		switch r.IntN(3) {
 		case 0: // lost
 		case 1:

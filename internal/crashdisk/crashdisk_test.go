@@ -67,3 +67,44 @@ func TestInjectedFailures(t *testing.T) {
 		t.Fatal("write past the end accepted")
 	}
 }
+
+func TestFUASurvivesAndWinsOverOlderWrites(t *testing.T) {
+	for seed := range uint64(50) {
+		d := New(4096)
+		d.WriteAt(bytes.Repeat([]byte{1}, 1024), 0)
+		d.WriteAtFUA(bytes.Repeat([]byte{2}, 512), 0)
+		d.Crash(seed)
+		b := d.Bytes()
+		if !bytes.Equal(b[:512], bytes.Repeat([]byte{2}, 512)) {
+			t.Fatalf("seed %d: FUA write lost or overwritten: %v", seed, b[:4])
+		}
+		if b[512] != 0 && b[512] != 1 {
+			t.Fatalf("seed %d: byte 512 = %d", seed, b[512])
+		}
+	}
+}
+
+func TestPowerCutFreezesTheImage(t *testing.T) {
+	d := New(4096)
+	d.WriteAt([]byte{1}, 0)
+	d.Sync()
+	d.WriteAt([]byte{2}, 1)
+	d.PowerCut(3)
+	img := d.Bytes()
+	if _, err := d.WriteAt([]byte{9}, 0); !errors.Is(err, ErrPowerCut) {
+		t.Fatalf("write after cut: %v", err)
+	}
+	if _, err := d.WriteAtFUA([]byte{9}, 0); !errors.Is(err, ErrPowerCut) {
+		t.Fatalf("FUA write after cut: %v", err)
+	}
+	if err := d.Sync(); !errors.Is(err, ErrPowerCut) {
+		t.Fatalf("sync after cut: %v", err)
+	}
+	if !bytes.Equal(d.Bytes(), img) || img[0] != 1 {
+		t.Fatal("image changed after the cut")
+	}
+	d.Restart()
+	if _, err := d.WriteAt([]byte{9}, 0); err != nil {
+		t.Fatal(err)
+	}
+}

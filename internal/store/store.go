@@ -21,6 +21,10 @@ var ErrFailed = errors.New("store: backing store failed, refusing writes (a prev
 // from the volume size, or a block device is smaller.
 var ErrSizeMismatch = errors.New("store: size mismatch")
 
+// ErrInUse is returned by Open with Lock when another process holds the
+// disk (another blkrepd, or blkrep create-md).
+var ErrInUse = errors.New("store: disk in use")
+
 // Options for Open.
 type Options struct {
 	// Create makes a missing file, sparse, of the requested size.
@@ -28,6 +32,12 @@ type Options struct {
 	// OnFail is called once, from the failing goroutine, when the store
 	// becomes failed.
 	OnFail func(err error)
+	// AtLeast accepts a regular file larger than the size asked for and
+	// uses it whole (internal metadata lives at its end).
+	AtLeast bool
+	// Lock takes an exclusive advisory lock (flock) on the disk, held
+	// until Close; Open fails with ErrInUse if another process has it.
+	Lock bool
 }
 
 // File is a backing store on a regular file or a block device.
@@ -73,7 +83,8 @@ var _ nbd.NoWaitReader = (*File)(nil)
 
 // Open opens (or with Create, creates sparse) the store at path. A regular
 // file must be exactly size bytes; a block device at least size bytes (only
-// the first size bytes are used).
+// the first size bytes are used). With AtLeast, a larger file or device is
+// used whole: Size returns its size.
 func Open(path string, size int64, o Options) (*File, error) {
 	if size <= 0 {
 		return nil, fmt.Errorf("store: %s: size must be positive, got %d", path, size)
@@ -89,6 +100,12 @@ func Open(path string, size int64, o Options) (*File, error) {
 	f, err := os.OpenFile(path, flags, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
+	}
+	if o.Lock {
+		if err := lock(f, path); err != nil {
+			f.Close()
+			return nil, err
+		}
 	}
 	s := &File{f: f, fd: int(f.Fd()), size: size, onFail: o.OnFail, fdatasync: unix.Fdatasync}
 	s.fcond = sync.NewCond(&s.fmu)
@@ -115,17 +132,55 @@ func Open(path string, size int64, o Options) (*File, error) {
 			f.Close()
 			return nil, fmt.Errorf("%w: block device %s has %d bytes, volume needs %d", ErrSizeMismatch, path, devSize, size)
 		}
+		if o.AtLeast {
+			s.size = int64(devSize)
+		}
 		return s, nil
 	}
 	if !st.Mode().IsRegular() {
 		f.Close()
 		return nil, fmt.Errorf("store: %s is neither a regular file nor a block device", path)
 	}
-	if st.Size() != size {
+	switch {
+	case o.AtLeast && st.Size() >= size:
+		s.size = st.Size()
+	case st.Size() != size:
 		f.Close()
-		return nil, fmt.Errorf("%w: file %s has %d bytes, volume size is %d", ErrSizeMismatch, path, st.Size(), size)
+		want := "volume size is"
+		if o.AtLeast {
+			want = "it must have at least"
+		}
+		return nil, fmt.Errorf("%w: file %s has %d bytes, %s %d", ErrSizeMismatch, path, st.Size(), want, size)
 	}
 	return s, nil
+}
+
+// lock takes an exclusive advisory lock on the open file so that two
+// daemons, or create-md and a daemon, never use one disk at once.
+func lock(f *os.File, path string) error {
+	err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+	if errors.Is(err, unix.EWOULDBLOCK) {
+		return fmt.Errorf("%w: %s is locked by another process (a running blkrepd?)", ErrInUse, path)
+	}
+	if err != nil {
+		return fmt.Errorf("store: locking %s: %w", path, err)
+	}
+	return nil
+}
+
+// InUse reports whether another process holds the lock Open takes with
+// Options.Lock on path. It only looks: the probe lock is dropped at once.
+func InUse(path string) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	err = unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
+	if errors.Is(err, unix.EWOULDBLOCK) {
+		return true, nil
+	}
+	return false, err
 }
 
 func syncDir(path string) {

@@ -234,3 +234,33 @@ func TestFlushCoalescing(t *testing.T) {
 		t.Fatalf("%d fdatasyncs for 9 flushes, want 2", n)
 	}
 }
+
+func TestAtLeastAndLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "d.img")
+	if err := os.WriteFile(path, make([]byte, 3*4096), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(path, 2*4096, Options{}); !errors.Is(err, ErrSizeMismatch) {
+		t.Fatalf("larger file without AtLeast: %v", err)
+	}
+	if _, err := Open(path, 4*4096, Options{AtLeast: true}); !errors.Is(err, ErrSizeMismatch) {
+		t.Fatalf("smaller file with AtLeast: %v", err)
+	}
+	s, err := Open(path, 2*4096, Options{AtLeast: true, Lock: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Size() != 3*4096 {
+		t.Errorf("size %d, want the whole file", s.Size())
+	}
+	if _, err := Open(path, 2*4096, Options{AtLeast: true, Lock: true}); !errors.Is(err, ErrInUse) {
+		t.Errorf("second lock: %v", err)
+	}
+	if busy, err := InUse(path); err != nil || !busy {
+		t.Errorf("InUse while locked: %v %v", busy, err)
+	}
+	s.Close()
+	if busy, err := InUse(path); err != nil || busy {
+		t.Errorf("InUse after close: %v %v", busy, err)
+	}
+}
