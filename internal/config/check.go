@@ -12,10 +12,14 @@ import (
 // CheckNode checks what node needs from its machine before it starts: node must
 // be declared; the directories of its control socket and of its replicas' NBD
 // sockets must exist; each of its replicas' disks must exist (unless create is
-// set, when the directory that will hold it must exist) and be either a regular
-// file of exactly the volume size or a block device of at least that size.
-// Anything already at a socket path must be a socket (one left by an earlier
-// run is fine).
+// set, when the directory that will hold it must exist) and be a regular file or
+// a block device: with internal metadata, of at least LocalReplica.DiskBytes
+// (the volume size plus the metadata area); with external or no metadata, a
+// regular file of exactly the volume size or a block device of at least that
+// size. An external metadata file must exist likewise (or its directory, with
+// create) and be a regular file or block device of at least
+// LocalReplica.MetaFileBytes. Anything already at a socket path must be a socket
+// (one left by an earlier run is fine).
 //
 // CheckNode only looks: it creates, opens for writing and removes nothing. The
 // error is ErrUnknownNode, or every problem found joined; each is an *Error
@@ -38,6 +42,9 @@ func (c *Config) CheckNode(node string) error {
 			add(checkSocket(sec, "nbd_socket", lr.Replica.NBDSocket))
 		}
 		add(checkDisk(sec, lr))
+		if lr.Replica.MetaExternal() {
+			add(checkMetaFile(sec, lr))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -79,35 +86,86 @@ func checkSocket(section, key, path string) error {
 
 func checkDisk(section string, lr LocalReplica) error {
 	const key = "disk"
-	path, want := lr.Replica.Disk, lr.Volume.SizeBytes
+	path, size := lr.Replica.Disk, lr.Volume.SizeBytes
+	got, isDev, err := statDisk(section, key, path, lr.Replica.Create, "create it sparse")
+	if err != nil || got < 0 {
+		return err
+	}
+	name := path
+	if isDev {
+		name = "block device " + path
+	}
+	if !lr.Replica.MetaInternal() {
+		switch {
+		case !isDev && got != size:
+			return checkErr(section, key, []error{ErrDisk}, "%s is %d bytes but the volume size is %d bytes; they must be equal", path, got, size)
+		case isDev && got < size:
+			return checkErr(section, key, []error{ErrDisk}, "%s is %d bytes, smaller than the volume size of %d bytes", name, got, size)
+		}
+		return nil
+	}
+	want, err := lr.DiskBytes()
+	if err != nil {
+		return checkErr(section, key, []error{ErrDisk, err}, "%v", err)
+	}
+	if got >= want {
+		return nil
+	}
+	fit := "it is too small for any volume with internal metadata"
+	if n := maxInternalSize(lr.Volume, lr.Replica, got); n > 0 {
+		fit = fmt.Sprintf("with internal metadata it holds at most size = %d", n)
+	}
+	return checkErr(section, key, []error{ErrDisk},
+		"%s is %d bytes, smaller than the %d bytes needed (the volume size of %d bytes plus %d bytes of internal metadata); "+
+			"%s; use a larger disk, a smaller size or external metadata (meta_disk = \"<path>\")",
+		name, got, want, size, want-size, fit)
+}
+
+// checkMetaFile checks a replica's external metadata file.
+func checkMetaFile(section string, lr LocalReplica) error {
+	const key = "meta_disk"
+	path, want := lr.Replica.MetaDisk, lr.MetaFileBytes()
+	got, isDev, err := statDisk(section, key, path, lr.Replica.Create, "create it")
+	if err != nil || got < 0 {
+		return err
+	}
+	name := path
+	if isDev {
+		name = "block device " + path
+	}
+	if got < want {
+		return checkErr(section, key, []error{ErrDisk}, "%s is %d bytes, smaller than the %d bytes of metadata of a volume of %d bytes", name, got, want, lr.Volume.SizeBytes)
+	}
+	return nil
+}
+
+// statDisk looks at a disk or metadata file: it returns its size and whether it
+// is a block device, or size -1 if it is missing but may be created (create, and
+// its directory exists). what says what create = true would do, for messages.
+func statDisk(section, key, path string, create bool, what string) (size int64, isDev bool, err error) {
 	fi, err := os.Stat(path)
-	// ENOTDIR: a parent is not a directory, so the disk is not there either.
+	// ENOTDIR: a parent is not a directory, so the file is not there either.
 	missing := errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
 	switch {
-	case missing && lr.Replica.Create:
-		return checkDir(section, key, path, ErrDisk)
+	case missing && create:
+		return -1, false, checkDir(section, key, path, ErrDisk)
 	case missing:
-		return checkErr(section, key, []error{ErrDisk, err}, "%s does not exist (set create = true to create it sparse)", path)
+		return 0, false, checkErr(section, key, []error{ErrDisk, err}, "%s does not exist (set create = true to %s)", path, what)
 	case err != nil:
-		return checkErr(section, key, []error{ErrDisk, err}, "%v", err)
+		return 0, false, checkErr(section, key, []error{ErrDisk, err}, "%v", err)
 	}
 	switch m := fi.Mode(); {
 	case m.IsRegular():
-		if fi.Size() != want {
-			return checkErr(section, key, []error{ErrDisk}, "%s is %d bytes but the volume size is %d bytes; they must be equal", path, fi.Size(), want)
-		}
+		return fi.Size(), false, nil
 	case m.Type() == fs.ModeDevice:
 		got, err := blockDeviceSize(path)
 		if err != nil {
-			return checkErr(section, key, []error{ErrDisk, err}, "block device %s: reading its size: %v", path, err)
+			return 0, true, checkErr(section, key, []error{ErrDisk, err}, "block device %s: reading its size: %v", path, err)
 		}
-		if got < want {
-			return checkErr(section, key, []error{ErrDisk}, "block device %s is %d bytes, smaller than the volume size of %d bytes", path, got, want)
-		}
+		return got, true, nil
 	default:
-		return checkErr(section, key, []error{ErrDisk}, "%s is %s, not a regular file or a block device", path, fileKind(m))
+		return 0, false, checkErr(section, key, []error{ErrDisk}, "%s is %s, not a regular file or a block device", path, fileKind(m))
 	}
-	return nil
 }
 
 // fileKind describes a file type for messages, with an article.

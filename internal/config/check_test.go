@@ -19,9 +19,9 @@ func TestExampleStandalone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	uncommented := strings.NewReplacer(`# nbd_tcp =`, `nbd_tcp =`, `# device =`, `device =`).Replace(string(example))
-	if uncommented == string(example) || strings.Count(uncommented, "\n# ") == 0 {
-		t.Fatal("example lacks the commented nbd_tcp and device lines")
+	uncommented := strings.NewReplacer(`# nbd_tcp =`, `nbd_tcp =`, `# device =`, `device =`, `# meta_disk =`, `meta_disk =`).Replace(string(example))
+	if uncommented == string(example) || strings.Count(uncommented, "\n# ") == 0 || strings.Count(uncommented, "\n  meta_disk = ") != 1 {
+		t.Fatal("example lacks the commented nbd_tcp, device and meta_disk lines")
 	}
 	for _, tc := range []struct {
 		name, data     string
@@ -55,7 +55,7 @@ func TestExampleStandalone(t *testing.T) {
 			if v.Name != "r0" || v.SizeBytes != 256<<20 || v.BlockSize != 4096 {
 				t.Errorf("volume %+v", v)
 			}
-			wantRep := Replica{Node: "alpha", Disk: filepath.Join(dir, "alpha-r0.img"), Create: true, NBDSocket: filepath.Join(dir, "alpha-r0.sock"), Device: tc.device}
+			wantRep := Replica{Node: "alpha", Disk: filepath.Join(dir, "alpha-r0.img"), Create: true, NBDSocket: filepath.Join(dir, "alpha-r0.sock"), Device: tc.device, MetaDisk: "internal"}
 			if *r != wantRep {
 				t.Errorf("replica %+v, want %+v", *r, wantRep)
 			}
@@ -97,6 +97,13 @@ size = "1MiB"
 	return c, dir
 }
 
+// diskBytes is DiskBytes for the 1 MiB volume of checkConfig with internal
+// metadata (64 KiB of metadata), metaBytes MetaFileBytes with external metadata.
+const (
+	diskBytes = 1<<20 + 64<<10
+	metaBytes = 64 << 10
+)
+
 func writeFile(t *testing.T, path string, size int64) {
 	t.Helper()
 	f, err := os.Create(path)
@@ -123,12 +130,12 @@ func TestCheckNode(t *testing.T) {
 		{
 			name:  "file of the right size",
 			keys:  `disk = "a.img"`,
-			setup: func(t *testing.T, dir string) { writeFile(t, filepath.Join(dir, "a.img"), 1<<20) },
+			setup: func(t *testing.T, dir string) { writeFile(t, filepath.Join(dir, "a.img"), diskBytes) },
 		},
 		{
 			name:  "create with file present",
 			keys:  "disk = \"a.img\"\ncreate = true",
-			setup: func(t *testing.T, dir string) { writeFile(t, filepath.Join(dir, "a.img"), 1<<20) },
+			setup: func(t *testing.T, dir string) { writeFile(t, filepath.Join(dir, "a.img"), diskBytes) },
 		},
 		{
 			name: "create with file missing",
@@ -160,24 +167,136 @@ func TestCheckNode(t *testing.T) {
 			is:    []error{ErrDisk, ErrNoDir},
 		},
 		{
-			name:  "file too small",
+			name:  "internal metadata, file of the volume size",
 			keys:  `disk = "a.img"`,
+			setup: func(t *testing.T, dir string) { writeFile(t, filepath.Join(dir, "a.img"), 1<<20) },
+			want: `config: volume "r0" replica for node "alpha": disk: %s/a.img is 1048576 bytes, smaller than the 1114112 bytes needed ` +
+				`(the volume size of 1048576 bytes plus 65536 bytes of internal metadata); with internal metadata it holds at most size = 983040; ` +
+				`use a larger disk, a smaller size or external metadata (meta_disk = "<path>")`,
+			is: []error{ErrDisk},
+		},
+		{
+			name:  "internal metadata, file one block short, create does not resize",
+			keys:  "disk = \"a.img\"\ncreate = true",
+			setup: func(t *testing.T, dir string) { writeFile(t, filepath.Join(dir, "a.img"), diskBytes-4096) },
+			want: `config: volume "r0" replica for node "alpha": disk: %s/a.img is 1110016 bytes, smaller than the 1114112 bytes needed ` +
+				`(the volume size of 1048576 bytes plus 65536 bytes of internal metadata); with internal metadata it holds at most size = 1044480; ` +
+				`use a larger disk, a smaller size or external metadata (meta_disk = "<path>")`,
+			is: []error{ErrDisk},
+		},
+		{
+			name:  "internal metadata, file one byte short",
+			keys:  `disk = "a.img"`,
+			setup: func(t *testing.T, dir string) { writeFile(t, filepath.Join(dir, "a.img"), diskBytes-1) },
+			want: `config: volume "r0" replica for node "alpha": disk: %s/a.img is 1114111 bytes, smaller than the 1114112 bytes needed ` +
+				`(the volume size of 1048576 bytes plus 65536 bytes of internal metadata); with internal metadata it holds at most size = 1044480; ` +
+				`use a larger disk, a smaller size or external metadata (meta_disk = "<path>")`,
+			is: []error{ErrDisk},
+		},
+		{
+			name:  "internal metadata, file too small for any volume",
+			keys:  `disk = "a.img"`,
+			setup: func(t *testing.T, dir string) { writeFile(t, filepath.Join(dir, "a.img"), 64<<10) },
+			want: `config: volume "r0" replica for node "alpha": disk: %s/a.img is 65536 bytes, smaller than the 1114112 bytes needed ` +
+				`(the volume size of 1048576 bytes plus 65536 bytes of internal metadata); it is too small for any volume with internal metadata; ` +
+				`use a larger disk, a smaller size or external metadata (meta_disk = "<path>")`,
+			is: []error{ErrDisk},
+		},
+		{
+			name:  "internal metadata, larger file",
+			keys:  "disk = \"a.img\"\ncreate = true",
+			setup: func(t *testing.T, dir string) { writeFile(t, filepath.Join(dir, "a.img"), 2<<20) },
+		},
+		{
+			name:  "internal metadata, larger file of an odd size",
+			keys:  `disk = "a.img"`,
+			setup: func(t *testing.T, dir string) { writeFile(t, filepath.Join(dir, "a.img"), diskBytes+1) },
+		},
+		{
+			name:  "external metadata, file too small",
+			keys:  "disk = \"a.img\"\nmeta_disk = \"a.meta\"\ncreate = true",
 			setup: func(t *testing.T, dir string) { writeFile(t, filepath.Join(dir, "a.img"), 1<<20-4096) },
 			want:  `config: volume "r0" replica for node "alpha": disk: %s/a.img is 1044480 bytes but the volume size is 1048576 bytes; they must be equal`,
 			is:    []error{ErrDisk},
 		},
 		{
-			name:  "file too big, create does not resize",
-			keys:  "disk = \"a.img\"\ncreate = true",
-			setup: func(t *testing.T, dir string) { writeFile(t, filepath.Join(dir, "a.img"), 2<<20) },
-			want:  `config: volume "r0" replica for node "alpha": disk: %s/a.img is 2097152 bytes but the volume size is 1048576 bytes; they must be equal`,
+			name:  "external metadata, file too big, create does not resize",
+			keys:  "disk = \"a.img\"\nmeta_disk = \"a.meta\"\ncreate = true",
+			setup: func(t *testing.T, dir string) { writeFile(t, filepath.Join(dir, "a.img"), diskBytes) },
+			want:  `config: volume "r0" replica for node "alpha": disk: %s/a.img is 1114112 bytes but the volume size is 1048576 bytes; they must be equal`,
 			is:    []error{ErrDisk},
+		},
+		{
+			name: "external metadata, both of the right size",
+			keys: "disk = \"a.img\"\nmeta_disk = \"meta/a.meta\"",
+			setup: func(t *testing.T, dir string) {
+				writeFile(t, filepath.Join(dir, "a.img"), 1<<20)
+				mkdir(t, filepath.Join(dir, "meta"))
+				writeFile(t, filepath.Join(dir, "meta/a.meta"), metaBytes)
+			},
+		},
+		{
+			name: "external metadata, larger metadata file",
+			keys: "disk = \"a.img\"\nmeta_disk = \"a.meta\"",
+			setup: func(t *testing.T, dir string) {
+				writeFile(t, filepath.Join(dir, "a.img"), 1<<20)
+				writeFile(t, filepath.Join(dir, "a.meta"), 1<<20)
+			},
+		},
+		{
+			name:  "external metadata missing",
+			keys:  "disk = \"a.img\"\nmeta_disk = \"a.meta\"",
+			setup: func(t *testing.T, dir string) { writeFile(t, filepath.Join(dir, "a.img"), 1<<20) },
+			want:  `config: volume "r0" replica for node "alpha": meta_disk: %s/a.meta does not exist (set create = true to create it)`,
+			is:    []error{ErrDisk, fs.ErrNotExist},
+		},
+		{
+			name:  "external metadata missing, with create",
+			keys:  "disk = \"a.img\"\nmeta_disk = \"a.meta\"\ncreate = true",
+			setup: func(t *testing.T, dir string) { writeFile(t, filepath.Join(dir, "a.img"), 1<<20) },
+		},
+		{
+			name: "external metadata and disk missing, with create",
+			keys: "disk = \"a.img\"\nmeta_disk = \"a.meta\"\ncreate = true",
+		},
+		{
+			name: "external metadata directory missing, with create",
+			keys: "disk = \"a.img\"\nmeta_disk = \"meta/a.meta\"\ncreate = true",
+			want: `config: volume "r0" replica for node "alpha": meta_disk: directory %s/meta for %s/meta/a.meta does not exist`,
+			is:   []error{ErrDisk, ErrNoDir, fs.ErrNotExist},
+		},
+		{
+			name: "external metadata too small",
+			keys: "disk = \"a.img\"\nmeta_disk = \"a.meta\"\ncreate = true",
+			setup: func(t *testing.T, dir string) {
+				writeFile(t, filepath.Join(dir, "a.img"), 1<<20)
+				writeFile(t, filepath.Join(dir, "a.meta"), metaBytes-4096)
+			},
+			want: `config: volume "r0" replica for node "alpha": meta_disk: %s/a.meta is 61440 bytes, smaller than the 65536 bytes of metadata of a volume of 1048576 bytes`,
+			is:   []error{ErrDisk},
+		},
+		{
+			name: "external metadata is a directory",
+			keys: "disk = \"a.img\"\nmeta_disk = \"a.meta\"",
+			setup: func(t *testing.T, dir string) {
+				writeFile(t, filepath.Join(dir, "a.img"), 1<<20)
+				mkdir(t, filepath.Join(dir, "a.meta"))
+			},
+			want: `config: volume "r0" replica for node "alpha": meta_disk: %s/a.meta is a directory, not a regular file or a block device`,
+			is:   []error{ErrDisk},
+		},
+		{
+			name: "disk and external metadata both wrong",
+			keys: "disk = \"a.img\"\nmeta_disk = \"a.meta\"",
+			want: `config: volume "r0" replica for node "alpha": disk: %s/a.img does not exist (set create = true to create it sparse)` + "\n" +
+				`config: volume "r0" replica for node "alpha": meta_disk: %s/a.meta does not exist (set create = true to create it)`,
+			is: []error{ErrDisk, fs.ErrNotExist},
 		},
 		{
 			name: "symlink to a file",
 			keys: `disk = "link.img"`,
 			setup: func(t *testing.T, dir string) {
-				writeFile(t, filepath.Join(dir, "a.img"), 1<<20)
+				writeFile(t, filepath.Join(dir, "a.img"), diskBytes)
 				symlink(t, "a.img", filepath.Join(dir, "link.img"))
 			},
 		},
@@ -263,7 +382,7 @@ func TestCheckNodeUnknown(t *testing.T) {
 	}
 	// beta's disk is missing, but that is beta's business.
 	c, dir := checkConfig(t, `disk = "a.img"`)
-	writeFile(t, filepath.Join(dir, "a.img"), 1<<20)
+	writeFile(t, filepath.Join(dir, "a.img"), diskBytes)
 	if err := c.CheckNode("alpha"); err != nil {
 		t.Errorf("CheckNode(alpha): %v", err)
 	}
@@ -301,7 +420,8 @@ func TestCheckNodeBlockDevice(t *testing.T) {
 		}
 		tested++
 
-		c, _ := checkConfig(t, fmt.Sprintf("disk = %q", dev))
+		// External metadata (created on start): the device holds the volume.
+		c, _ := checkConfig(t, fmt.Sprintf("disk = %q\nmeta_disk = \"a.meta\"\ncreate = true", dev))
 		err = c.CheckNode("alpha")
 		if size >= 1<<20 && err != nil {
 			t.Errorf("%s (%d bytes) for 1 MiB: %v", dev, size, err)
@@ -309,6 +429,16 @@ func TestCheckNodeBlockDevice(t *testing.T) {
 		want := fmt.Sprintf(`config: volume "r0" replica for node "alpha": disk: block device %s is %d bytes, smaller than the volume size of 1048576 bytes`, dev, size)
 		if size < 1<<20 && (err == nil || err.Error() != want || !errors.Is(err, ErrDisk)) {
 			t.Errorf("%s (%d bytes) for 1 MiB: %v\nwant %s", dev, size, err, want)
+		}
+		// Internal metadata: the device also holds the metadata.
+		c, _ = checkConfig(t, fmt.Sprintf("disk = %q", dev))
+		err = c.CheckNode("alpha")
+		if size >= diskBytes && err != nil {
+			t.Errorf("%s (%d bytes) for 1 MiB with internal metadata: %v", dev, size, err)
+		}
+		want = fmt.Sprintf(`config: volume "r0" replica for node "alpha": disk: block device %s is %d bytes, smaller than the 1114112 bytes needed (the volume size of 1048576 bytes plus 65536 bytes of internal metadata); `, dev, size)
+		if size < diskBytes && (err == nil || !strings.HasPrefix(err.Error(), want) || !errors.Is(err, ErrDisk)) {
+			t.Errorf("%s (%d bytes) for 1 MiB with internal metadata: %v\nwant %s...", dev, size, err, want)
 		}
 	}
 	if tested == 0 {

@@ -7,6 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/blkrep/blkrep/activelog"
+	"github.com/blkrep/blkrep/meta"
 )
 
 // Defaults and limits of the schema. docs/config.md repeats them; keep both in step.
@@ -28,6 +31,21 @@ const (
 	// MaxUnixSocketPathBytes is the longest path a unix socket can be bound to on
 	// Linux (sun_path is 108 bytes including the terminating NUL).
 	MaxUnixSocketPathBytes = 107
+
+	// DefaultBytesPerBit is the default bitmap granularity; bytes_per_bit is a
+	// power of two in [meta.MinBytesPerBit, meta.MaxBytesPerBit].
+	DefaultBytesPerBit = meta.DefaultBytesPerBit
+	// DefaultALExtents is the default number of activity-log extents; al_extents
+	// is in [1, activelog.MaxExtents].
+	DefaultALExtents = activelog.DefaultExtents
+	// DefaultPeerSlots is the default number of peer bitmap slots; peer_slots is
+	// in [meta.MinPeerSlots, meta.MaxPeerSlots].
+	DefaultPeerSlots = meta.MinPeerSlots
+
+	// MetaDiskInternal and MetaDiskNone are the meta_disk values that are not
+	// paths; see Replica.MetaDisk.
+	MetaDiskInternal = "internal"
+	MetaDiskNone     = "none"
 )
 
 // Sentinel errors. Every error returned by Parse, Load and CheckNode is, or joins,
@@ -82,16 +100,31 @@ type Volume struct {
 	BlockSize       uint32 // power of two in [MinBlockSize, MaxBlockSize]
 	DeviceTimeout   time.Duration
 	DeadConnTimeout time.Duration
-	Replicas        []Replica // at least one, at most one per node
+	// BytesPerBit is the dirty-bitmap granularity: a power of two in
+	// [meta.MinBytesPerBit, meta.MaxBytesPerBit].
+	BytesPerBit uint32
+	// ALExtents is the number of hot 4 MiB activity-log extents, in
+	// [1, activelog.MaxExtents].
+	ALExtents int
+	// PeerSlots is the number of peer bitmap slots, in [meta.MinPeerSlots,
+	// meta.MaxPeerSlots] and at least len(Replicas)-1.
+	PeerSlots int
+	Replicas  []Replica // at least one, at most one per node
 }
 
 // Replica is one [[volume.replica]] table: where a node keeps its copy of a volume.
 type Replica struct {
 	Node      string
 	Disk      string // absolute path of a file or block device
-	Create    bool   // create Disk sparse at the volume size if missing
+	Create    bool   // create Disk sparse (at LocalReplica.DiskBytes) and an external MetaDisk if missing
 	NBDSocket string // absolute unix socket path, or ""
 	Device    string // /dev/nbdN to attach on Node, or ""
+	// MetaDisk is where the replica keeps its metadata (superblock, bitmaps,
+	// activity log): MetaDiskInternal (at the end of Disk), MetaDiskNone (no
+	// metadata; only for a volume with a single replica) or the absolute path of
+	// an external metadata file or block device. See MetaInternal, MetaNone and
+	// MetaExternal.
+	MetaDisk string
 }
 
 // LocalReplica is a replica held by one node, with its volume. Both point into the

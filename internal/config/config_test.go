@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -170,6 +171,56 @@ var parseErrorCases = []struct {
 	{"device type", minimal + "  device = 0\n", []string{`device: must be a string, not an integer`}, nil},
 	{"duplicate device on a node", "[[node]]\nname = \"alpha\"\n" + vol("r0", "alpha", `  device = "/dev/nbd3"`) + vol("r1", "alpha", `  device = "/dev/nbd3"`), []string{`config: volume "r1" replica for node "alpha": device: /dev/nbd3 on node "alpha" is also the device of volume "r0"`}, nil},
 	{"disk is a device of the node", "[[node]]\nname = \"alpha\"\n" + vol("r0", "alpha", `  device = "/dev/nbd3"`) + vol("r1", "alpha", `  disk = "/dev/nbd3"`), nil, nil}, // placeholder
+
+	// Metadata: [[volume]] bytes_per_bit, al_extents, peer_slots.
+	{"bytes_per_bit not power of two", volKeys("size = 4096\nbytes_per_bit = \"6KiB\""), []string{`config: volume "r0": bytes_per_bit: "6KiB" (6144 bytes) must be a power of two from 4096 (4KiB) to 1048576 (1MiB)`}, nil},
+	{"bytes_per_bit too small", volKeys("size = 4096\nbytes_per_bit = 2048"), []string{`config: volume "r0": bytes_per_bit: 2048 bytes must be a power of two from 4096 (4KiB) to 1048576 (1MiB)`}, nil},
+	{"bytes_per_bit too big", volKeys("size = 4096\nbytes_per_bit = \"2MiB\""), []string{`bytes_per_bit: "2MiB" (2097152 bytes) must be a power of two from 4096`}, nil},
+	{"bytes_per_bit zero", volKeys("size = 4096\nbytes_per_bit = 0"), []string{`bytes_per_bit: 0 bytes must be a power of two`}, nil},
+	{"bytes_per_bit negative", volKeys("size = 4096\nbytes_per_bit = -4096"), []string{`bytes_per_bit: -4096 bytes must be a power of two`}, nil},
+	{"bytes_per_bit bad unit", volKeys("size = 4096\nbytes_per_bit = \"4KiBs\""), []string{`config: volume "r0": bytes_per_bit: invalid size "4KiBs": unknown unit "KiBs"`}, []error{ErrSize}},
+	{"bytes_per_bit float", volKeys("size = 4096\nbytes_per_bit = 4096.0"), []string{`config: volume "r0": bytes_per_bit: must be an integer number of bytes or a string such as "4KiB", not a float`}, nil},
+	{"bytes_per_bit bool", volKeys("size = 4096\nbytes_per_bit = true"), []string{`bytes_per_bit: must be an integer number of bytes or a string such as "4KiB", not a boolean`}, nil},
+	{"al_extents zero", volKeys("size = 4096\nal_extents = 0"), []string{`config: volume "r0": al_extents: 0 is out of range: it must be from 1 to 65536`}, nil},
+	{"al_extents too big", volKeys("size = 4096\nal_extents = 65537"), []string{`config: volume "r0": al_extents: 65537 is out of range: it must be from 1 to 65536`}, nil},
+	{"al_extents string", volKeys("size = 4096\nal_extents = \"1237\""), []string{`config: volume "r0": al_extents: must be an integer, not a string`}, nil},
+	{"al_extents float", volKeys("size = 4096\nal_extents = 1e3"), []string{`al_extents: must be an integer, not a float`}, nil},
+	{"peer_slots too small", volKeys("size = 4096\npeer_slots = 2"), []string{`config: volume "r0": peer_slots: 2 is out of range: it must be from 3 to 32`}, nil},
+	{"peer_slots too big", volKeys("size = 4096\npeer_slots = 33"), []string{`config: volume "r0": peer_slots: 33 is out of range: it must be from 3 to 32`}, nil},
+	{"peer_slots string", volKeys("size = 4096\npeer_slots = \"3\""), []string{`config: volume "r0": peer_slots: must be an integer, not a string`}, nil},
+	{"peer_slots fewer than peers", replicated(5, "peer_slots = 3"), []string{`config: volume "r0": peer_slots: 3 is fewer than the 4 peers of a volume with 5 replicas (each replica keeps a bitmap for every other one); set peer_slots = 4 or more`}, nil},
+	{"default peer_slots fewer than peers", replicated(5, ""), []string{`config: volume "r0": peer_slots: the default of 3 is fewer than the 4 peers of a volume with 5 replicas (each replica keeps a bitmap for every other one); set peer_slots = 4 or more`}, nil},
+	{"too many replicas", replicated(34, "peer_slots = 32"), []string{`config: volume "r0": replica: a volume has at most 33 replicas (one more than the largest peer_slots, 32), not 34`}, nil},
+	{"size too large for internal metadata", volSize(`size = "8388607TiB"`), []string{`config: volume "r0": size: 9223370937343148032 bytes is too large to hold with internal metadata: with the metadata area, the disk would exceed 9223372036854775807 bytes; use external metadata (meta_disk = "<path>") or a smaller size`}, nil},
+
+	// Metadata: [[volume.replica]] meta_disk.
+	{"meta_disk type", minimal + "  meta_disk = 1\n", []string{`config: volume "r0" replica for node "alpha": meta_disk: must be a string, not an integer`}, nil},
+	{"meta_disk empty", minimal + "  meta_disk = \"\"\n", []string{`config: volume "r0" replica for node "alpha": meta_disk: must not be empty (leave the key out instead)`}, nil},
+	{"meta_disk NUL", minimal + "  meta_disk = \"a\\u0000b\"\n", []string{`meta_disk: path "a\x00b" contains a NUL byte`}, nil},
+	{"meta_disk keyword case", minimal + "  meta_disk = \"Internal\"\n", []string{`config: volume "r0" replica for node "alpha": meta_disk: "Internal" is neither "internal" nor "none" (for a metadata file of that name, write "./Internal")`}, nil},
+	{"meta_disk keyword spaces", minimal + "  meta_disk = \"none \"\n", []string{`meta_disk: "none " is neither "internal" nor "none"`}, nil},
+	{"meta_disk none replicated", twoNodes + vol("r0", "alpha", `  meta_disk = "none"`) + "  [[volume.replica]]\n  node = \"beta\"\n  disk = \"b.img\"\n", []string{`config: volume "r0" replica for node "alpha": meta_disk: "none": a volume without metadata cannot be replicated (volume "r0" has 2 replicas); use "internal" or a metadata file`}, nil},
+	{"meta_disk is its own disk", minimal + "  meta_disk = \"./alpha-r0.img\"\n", []string{`config: volume "r0" replica for node "alpha": meta_disk: /etc/blkrep/alpha-r0.img on node "alpha" is also the disk of volume "r0"`}, nil},
+	{"meta_disk is a later disk", "[[node]]\nname = \"alpha\"\n" + vol("r0", "alpha", `  meta_disk = "alpha-r1.img"`) + vol("r1", "alpha", ""), []string{`config: volume "r1" replica for node "alpha": disk: /etc/blkrep/alpha-r1.img on node "alpha" is also the meta_disk of volume "r0"`}, nil},
+	{"duplicate meta_disk on a node", "[[node]]\nname = \"alpha\"\n" + vol("r0", "alpha", `  meta_disk = "/srv/m"`) + vol("r1", "alpha", `  meta_disk = "/srv/x/../m"`), []string{`config: volume "r1" replica for node "alpha": meta_disk: /srv/m on node "alpha" is also the meta_disk of volume "r0"`}, nil},
+	{"meta_disk is a device", "[[node]]\nname = \"alpha\"\n" + vol("r0", "alpha", "  device = \"/dev/nbd1\"\n  meta_disk = \"/dev/nbd1\""), []string{`config: volume "r0" replica for node "alpha": meta_disk: /dev/nbd1 on node "alpha" is also the device of volume "r0"`}, nil},
+	{"meta_disk is the nbd_socket", minimal + "  nbd_socket = \"r0.sock\"\n  meta_disk = \"r0.sock\"\n", []string{`config: volume "r0" replica for node "alpha": meta_disk: /etc/blkrep/r0.sock on node "alpha" is also the nbd_socket of volume "r0" replica for node "alpha"`}, nil},
+	{"meta_disk is the control_socket", minimal + "  meta_disk = \"alpha.ctl\"\n", []string{`config: volume "r0" replica for node "alpha": meta_disk: /etc/blkrep/alpha.ctl on node "alpha" is also the control_socket (default) of node "alpha"`}, nil},
+	{"disk is a socket of the node", strings.Replace(minimal, `disk = "alpha-r0.img"`, `disk = "alpha.ctl"`, 1), []string{`config: volume "r0" replica for node "alpha": disk: /etc/blkrep/alpha.ctl on node "alpha" is also the control_socket (default) of node "alpha"`}, nil},
+}
+
+// replicated returns a volume r0 with n replicas on nodes n1..nN and the given
+// extra volume keys.
+func replicated(n int, volumeKeys string) string {
+	var b strings.Builder
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&b, "[[node]]\nname = \"n%d\"\n", i)
+	}
+	b.WriteString("[[volume]]\nname = \"r0\"\nsize = \"1MiB\"\n" + volumeKeys + "\n")
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&b, "  [[volume.replica]]\n  node = \"n%d\"\n  disk = \"r0.img\"\n", i)
+	}
+	return b.String()
 }
 
 func init() {
@@ -323,6 +374,16 @@ func TestParseAccepts(t *testing.T) {
 		{"inline array of tables", `node = [{name = "alpha"}]` + "\n" + vol("r0", "alpha", "")},
 		{"names with dots", strings.ReplaceAll(minimal, `"alpha"`, `"alpha.example_1-x"`)},
 		{"empty description", volKeys("size = 4096\ndescription = \"\"")},
+		{"metadata keys", volKeys("size = 4096\nbytes_per_bit = \"1 MiB\"\nal_extents = 65536\npeer_slots = 32")},
+		{"peer_slots for every peer", replicated(5, "peer_slots = 4")},
+		{"33 replicas", replicated(33, "peer_slots = 32")},
+		{"4 replicas with default peer_slots", replicated(4, "")},
+		{"meta_disk none alone", minimal + "  meta_disk = \"none\"\n"},
+		{"meta_disk file called internal", minimal + "  meta_disk = \"./internal\"\n"},
+		{"same meta_disk on two nodes", twoNodes + vol("r0", "alpha", `  meta_disk = "r0.meta"`) + "  [[volume.replica]]\n  node = \"beta\"\n  disk = \"b.img\"\n  meta_disk = \"r0.meta\"\n"},
+		{"meta_disk on another node's disk", twoNodes + vol("r0", "alpha", `  meta_disk = "b.img"`) + "  [[volume.replica]]\n  node = \"beta\"\n  disk = \"b.img\"\n"},
+		{"huge size with external metadata", volSize(`size = "8388607TiB"`) + "  meta_disk = \"/srv/r0.meta\"\n"},
+		{"huge size without metadata", volSize(`size = "8388607TiB"`) + "  meta_disk = \"none\"\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := Parse([]byte(tc.toml), testDir); err != nil {
@@ -352,10 +413,11 @@ func TestDefaults(t *testing.T) {
 	}
 	v := c.Volumes[0]
 	if v.Name != "r0" || v.Description != "" || v.SizeBytes != 1<<20 || v.BlockSize != 4096 ||
-		v.DeviceTimeout != 30*time.Second || v.DeadConnTimeout != 120*time.Second {
+		v.DeviceTimeout != 30*time.Second || v.DeadConnTimeout != 120*time.Second ||
+		v.BytesPerBit != 4096 || v.ALExtents != 1237 || v.PeerSlots != 3 {
 		t.Errorf("volume = %+v", v)
 	}
-	wantRep := Replica{Node: "alpha", Disk: "/etc/blkrep/alpha-r0.img"}
+	wantRep := Replica{Node: "alpha", Disk: "/etc/blkrep/alpha-r0.img", MetaDisk: "internal"}
 	if len(v.Replicas) != 1 || v.Replicas[0] != wantRep {
 		t.Errorf("replicas = %+v, want [%+v]", v.Replicas, wantRep)
 	}
@@ -382,12 +444,16 @@ description = "database"
 block_size = 512
 device_timeout = "0s"
 dead_conn_timeout = "5m"
+bytes_per_bit = "64KiB"
+al_extents = 4000
+peer_slots = 5
 
   [[volume.replica]]
   node = "alpha"
   disk = "/dev/vg0/r0"
   nbd_socket = "sockets/alpha-r0.sock"
   device = "/dev/nbd7"
+  meta_disk = "meta/alpha-r0.meta"
 
   [[volume.replica]]
   node = "beta"
@@ -411,12 +477,13 @@ dead_conn_timeout = "5m"
 		}
 	}
 	v := c.Volumes[0]
-	if v.Description != "database" || v.SizeBytes != 2<<30 || v.BlockSize != 512 || v.DeviceTimeout != 0 || v.DeadConnTimeout != 5*time.Minute {
+	if v.Description != "database" || v.SizeBytes != 2<<30 || v.BlockSize != 512 || v.DeviceTimeout != 0 || v.DeadConnTimeout != 5*time.Minute ||
+		v.BytesPerBit != 64<<10 || v.ALExtents != 4000 || v.PeerSlots != 5 {
 		t.Errorf("volume = %+v", v)
 	}
 	wantReps := []Replica{
-		{Node: "alpha", Disk: "/dev/vg0/r0", NBDSocket: "/etc/blkrep/sockets/alpha-r0.sock", Device: "/dev/nbd7"},
-		{Node: "beta", Disk: "/etc/blkrep/beta-r0.img", Create: true},
+		{Node: "alpha", Disk: "/dev/vg0/r0", NBDSocket: "/etc/blkrep/sockets/alpha-r0.sock", Device: "/dev/nbd7", MetaDisk: "/etc/blkrep/meta/alpha-r0.meta"},
+		{Node: "beta", Disk: "/etc/blkrep/beta-r0.img", Create: true, MetaDisk: "internal"},
 	}
 	for i := range wantReps {
 		if v.Replicas[i] != wantReps[i] {
@@ -549,8 +616,8 @@ func TestSchemaKeys(t *testing.T) {
 		"":               "cluster node volume",
 		"cluster":        "name",
 		"node":           "name control_socket nbd_tcp",
-		"volume":         "name size description block_size device_timeout dead_conn_timeout replica",
-		"volume.replica": "node disk create nbd_socket device",
+		"volume":         "name size description block_size device_timeout dead_conn_timeout bytes_per_bit al_extents peer_slots replica",
+		"volume.replica": "node disk create nbd_socket device meta_disk",
 	}
 	if len(schema) != len(want) {
 		t.Errorf("schema has %d tables, want %d: %v", len(schema), len(want), schema)
@@ -558,6 +625,65 @@ func TestSchemaKeys(t *testing.T) {
 	for table, keys := range want {
 		if got := strings.Join(schema[table], " "); got != keys {
 			t.Errorf("schema[%q] = %q, want %q", table, got, keys)
+		}
+	}
+}
+
+// TestMetaKeys: the metadata keys of [[volume]], their defaults and forms.
+func TestMetaKeys(t *testing.T) {
+	for _, tc := range []struct {
+		name, keys   string
+		bytesPerBit  uint32
+		alExtents    int
+		peerSlots    int
+		replicaCount int
+	}{
+		{"defaults", "", 4096, 1237, 3, 1},
+		{"bytes_per_bit integer", "bytes_per_bit = 8192", 8192, 1237, 3, 1},
+		{"bytes_per_bit string", `bytes_per_bit = "4KiB"`, 4096, 1237, 3, 1},
+		{"bytes_per_bit largest", `bytes_per_bit = "1M"`, 1 << 20, 1237, 3, 1},
+		{"al_extents smallest", "al_extents = 1", 4096, 1, 3, 1},
+		{"al_extents largest", "al_extents = 65536", 4096, 65536, 3, 1},
+		{"peer_slots largest", "peer_slots = 32", 4096, 1237, 32, 1},
+		{"peer_slots 5 with 6 replicas", "peer_slots = 5", 4096, 1237, 5, 6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(replicated(tc.replicaCount, tc.keys)), testDir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v := c.Volumes[0]
+			if v.BytesPerBit != tc.bytesPerBit || v.ALExtents != tc.alExtents || v.PeerSlots != tc.peerSlots {
+				t.Errorf("bytes_per_bit %d, al_extents %d, peer_slots %d; want %d, %d, %d",
+					v.BytesPerBit, v.ALExtents, v.PeerSlots, tc.bytesPerBit, tc.alExtents, tc.peerSlots)
+			}
+		})
+	}
+}
+
+// TestMetaDisk: the values of meta_disk and the methods that tell them apart.
+func TestMetaDisk(t *testing.T) {
+	for _, tc := range []struct {
+		line, want               string
+		internal, none, external bool
+	}{
+		{"", "internal", true, false, false},
+		{`meta_disk = "internal"`, "internal", true, false, false},
+		{`meta_disk = "none"`, "none", false, true, false},
+		{`meta_disk = "r0.meta"`, "/etc/blkrep/r0.meta", false, false, true},
+		{`meta_disk = "./internal"`, "/etc/blkrep/internal", false, false, true},
+		{`meta_disk = "../none"`, "/etc/none", false, false, true},
+		{`meta_disk = "/dev/vg0/r0-meta"`, "/dev/vg0/r0-meta", false, false, true},
+	} {
+		c, err := Parse([]byte(minimal+"  "+tc.line+"\n"), testDir)
+		if err != nil {
+			t.Errorf("%q: %v", tc.line, err)
+			continue
+		}
+		r := &c.Volumes[0].Replicas[0]
+		if r.MetaDisk != tc.want || r.MetaInternal() != tc.internal || r.MetaNone() != tc.none || r.MetaExternal() != tc.external {
+			t.Errorf("%q: MetaDisk %q internal %v none %v external %v; want %q %v %v %v", tc.line,
+				r.MetaDisk, r.MetaInternal(), r.MetaNone(), r.MetaExternal(), tc.want, tc.internal, tc.none, tc.external)
 		}
 	}
 }

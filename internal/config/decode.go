@@ -42,6 +42,9 @@ type rawVolume struct {
 	BlockSize       field        `toml:"block_size"`
 	DeviceTimeout   field        `toml:"device_timeout"`
 	DeadConnTimeout field        `toml:"dead_conn_timeout"`
+	BytesPerBit     field        `toml:"bytes_per_bit"`
+	ALExtents       field        `toml:"al_extents"`
+	PeerSlots       field        `toml:"peer_slots"`
 	Replica         []rawReplica `toml:"replica"`
 }
 
@@ -51,6 +54,7 @@ type rawReplica struct {
 	Create    field `toml:"create"`
 	NBDSocket field `toml:"nbd_socket"`
 	Device    field `toml:"device"`
+	MetaDisk  field `toml:"meta_disk"`
 }
 
 // field is one TOML value, kept as decoded: string, int64, float64, bool, a time

@@ -8,7 +8,9 @@
 // and clashes between names, unix socket paths, TCP listen addresses, disks and
 // devices. Relative paths are resolved against the file's directory, so every
 // path in a Config is absolute. Then CheckNode checks one node's machine: disks
-// exist with the right size (or may be created), socket directories exist.
+// and external metadata files exist with the right size (or may be created),
+// socket directories exist. LocalReplica.DiskBytes and MetaFileBytes give those
+// sizes, and Volume.MetaGeometry the metadata geometry of a replica.
 //
 // Every problem found is reported, joined with errors.Join; each is an *Error
 // naming the table and key, e.g.

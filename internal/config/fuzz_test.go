@@ -5,6 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/blkrep/blkrep/activelog"
+	"github.com/blkrep/blkrep/meta"
 )
 
 // FuzzParse: Parse never panics; it returns either an error made of *Error values
@@ -87,11 +90,33 @@ func checkInvariants(t *testing.T, c *Config) {
 			v.DeviceTimeout < 0 || v.DeadConnTimeout < 0 || len(v.Description) > MaxDescriptionBytes || len(v.Replicas) == 0 {
 			t.Fatalf("volume %+v", v)
 		}
-		for _, r := range v.Replicas {
+		if v.BytesPerBit < meta.MinBytesPerBit || v.BytesPerBit > meta.MaxBytesPerBit || v.BytesPerBit&(v.BytesPerBit-1) != 0 ||
+			v.ALExtents < 1 || v.ALExtents > activelog.MaxExtents ||
+			v.PeerSlots < meta.MinPeerSlots || v.PeerSlots > meta.MaxPeerSlots || v.PeerSlots < len(v.Replicas)-1 {
+			t.Fatalf("volume metadata %+v", v)
+		}
+		for i := range v.Replicas {
+			r := &v.Replicas[i]
 			if _, ok := c.Node(r.Node); !ok {
 				t.Fatalf("replica on unknown node %q", r.Node)
 			}
 			abs("disk", r.Disk)
+			switch {
+			case r.MetaInternal() == r.MetaNone():
+				abs("meta_disk", r.MetaDisk)
+				if r.MetaDisk == r.Disk || !r.MetaExternal() {
+					t.Fatalf("meta_disk %q", r.MetaDisk)
+				}
+			case r.MetaNone() && len(v.Replicas) != 1:
+				t.Fatalf("replicated volume without metadata")
+			}
+			lr := LocalReplica{&v, r}
+			if n, err := lr.DiskBytes(); err != nil || n < v.SizeBytes {
+				t.Fatalf("DiskBytes = %d, %v", n, err)
+			}
+			if n := lr.MetaFileBytes(); (n > 0) != r.MetaExternal() {
+				t.Fatalf("MetaFileBytes = %d for meta_disk %q", n, r.MetaDisk)
+			}
 			if r.NBDSocket != "" {
 				socket(r.NBDSocket)
 			}

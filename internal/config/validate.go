@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/bits"
 	"net"
 	"net/netip"
@@ -11,6 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/blkrep/blkrep/activelog"
+	"github.com/blkrep/blkrep/meta"
 )
 
 var (
@@ -30,7 +34,7 @@ type validator struct {
 	nodes     map[string]int    // node name -> index of its first [[node]]
 	badNode   bool              // some [[node]] has no usable name
 	sockets   map[string]string // absolute unix socket path -> its first user
-	nodePaths map[string]string // node + "\x00" + disk or device path -> its first user
+	nodePaths map[string]string // node + "\x00" + disk, meta_disk, device or socket path -> its first user
 	listeners []listener
 }
 
@@ -117,8 +121,10 @@ func (v *validator) resolve(p string) string {
 	return filepath.Join(v.dir, p)
 }
 
-// socket checks a resolved unix socket path and claims it for owner.
-func (v *validator) socket(section, key, path, owner string) {
+// socket checks a resolved unix socket path and claims it for owner, in the
+// whole file and, when node is not empty, among node's paths (so that no disk or
+// meta_disk of the node is a socket).
+func (v *validator) socket(section, key, path, owner, node string) {
 	if n := len(path); n > MaxUnixSocketPathBytes {
 		v.failf(section, key, "unix socket path %s is %d bytes long; the limit is %d", path, n, MaxUnixSocketPathBytes)
 	}
@@ -127,9 +133,12 @@ func (v *validator) socket(section, key, path, owner string) {
 		return
 	}
 	v.sockets[path] = owner
+	if node != "" {
+		v.nodePath(section, key, node, path, owner)
+	}
 }
 
-// nodePath claims a disk or device path on node for owner.
+// nodePath claims a disk, meta_disk, device or socket path on node for owner.
 func (v *validator) nodePath(section, key, node, path, owner string) {
 	k := node + "\x00" + path
 	if prev, dup := v.nodePaths[k]; dup {
@@ -225,10 +234,10 @@ func (v *validator) node(i int, raw *rawNode) Node {
 
 	if p, ok := v.path(sec, "control_socket", raw.ControlSocket); ok {
 		n.ControlSocket = p
-		v.socket(sec, "control_socket", p, fmt.Sprintf("control_socket of %s", sec))
+		v.socket(sec, "control_socket", p, fmt.Sprintf("control_socket of %s", sec), owned(unique, n.Name))
 	} else if !raw.ControlSocket.set && unique {
 		n.ControlSocket = v.resolve(n.Name + ".ctl")
-		v.socket(sec, "control_socket (default)", n.ControlSocket, fmt.Sprintf("control_socket (default) of %s", sec))
+		v.socket(sec, "control_socket (default)", n.ControlSocket, fmt.Sprintf("control_socket (default) of %s", sec), n.Name)
 	}
 
 	if s, ok := v.nonEmpty(sec, "nbd_tcp", raw.NBDTCP); ok {
@@ -241,6 +250,15 @@ func (v *validator) node(i int, raw *rawNode) Node {
 		}
 	}
 	return n
+}
+
+// owned returns name if the node is uniquely named, else "" (its paths are then
+// not claimed on any node).
+func owned(unique bool, name string) string {
+	if unique {
+		return name
+	}
+	return ""
 }
 
 // parseListen reads a TCP listen address "host:port"; host may be empty, an IP
@@ -295,6 +313,9 @@ func (v *validator) volume(i int, raw *rawVolume, nodes []Node) Volume {
 		BlockSize:       DefaultBlockSize,
 		DeviceTimeout:   DefaultDeviceTimeout,
 		DeadConnTimeout: DefaultDeadConnTimeout,
+		BytesPerBit:     DefaultBytesPerBit,
+		ALExtents:       DefaultALExtents,
+		PeerSlots:       DefaultPeerSlots,
 	}
 	vol.Name = v.name(sec, raw.Name)
 	sec = label("volume", vol.Name, i)
@@ -325,13 +346,43 @@ func (v *validator) volume(i int, raw *rawVolume, nodes []Node) Volume {
 	if raw.DeadConnTimeout.set {
 		vol.DeadConnTimeout = v.duration(sec, "dead_conn_timeout", raw.DeadConnTimeout)
 	}
+	if raw.BytesPerBit.set {
+		if n, what, ok := v.sizeValue(sec, "bytes_per_bit", raw.BytesPerBit, "4KiB"); ok {
+			if n < meta.MinBytesPerBit || n > meta.MaxBytesPerBit || bits.OnesCount64(uint64(n)) != 1 {
+				v.failf(sec, "bytes_per_bit", "%s must be a power of two from %d (4KiB) to %d (1MiB)", what, meta.MinBytesPerBit, meta.MaxBytesPerBit)
+			} else {
+				vol.BytesPerBit = uint32(n)
+			}
+		}
+	}
+	if n, ok := v.intRange(sec, "al_extents", raw.ALExtents, 1, activelog.MaxExtents); ok {
+		vol.ALExtents = int(n)
+	}
+	slotsOK := true
+	if raw.PeerSlots.set {
+		var n int64
+		n, slotsOK = v.intRange(sec, "peer_slots", raw.PeerSlots, meta.MinPeerSlots, meta.MaxPeerSlots)
+		if slotsOK {
+			vol.PeerSlots = int(n)
+		}
+	}
 
 	if len(raw.Replica) == 0 {
 		v.failf(sec, "replica", "at least one [[volume.replica]] is required")
 	}
+	// Each replica keeps a bitmap slot for every other one.
+	switch peers := len(raw.Replica) - 1; {
+	case peers > meta.MaxPeerSlots:
+		v.failf(sec, "replica", "a volume has at most %d replicas (one more than the largest peer_slots, %d), not %d", meta.MaxPeerSlots+1, meta.MaxPeerSlots, len(raw.Replica))
+	case !slotsOK || peers <= vol.PeerSlots:
+	case raw.PeerSlots.set:
+		v.failf(sec, "peer_slots", "%d is fewer than the %d peers of a volume with %d replicas (each replica keeps a bitmap for every other one); set peer_slots = %d or more", vol.PeerSlots, peers, len(raw.Replica), peers)
+	default:
+		v.failf(sec, "peer_slots", "the default of %d is fewer than the %d peers of a volume with %d replicas (each replica keeps a bitmap for every other one); set peer_slots = %d or more", vol.PeerSlots, peers, len(raw.Replica), peers)
+	}
 	seen := map[string]bool{}
 	for j := range raw.Replica {
-		r := v.replica(sec, j, &raw.Replica[j], nodes)
+		r := v.replica(sec, j, &raw.Replica[j], nodes, len(raw.Replica))
 		if r.Node != "" {
 			if seen[r.Node] {
 				v.failf(fmt.Sprintf("%s replica for node %q", sec, r.Node), "node", "%s already has a replica on node %q", sec, r.Node)
@@ -340,26 +391,62 @@ func (v *validator) volume(i int, raw *rawVolume, nodes []Node) Volume {
 		}
 		vol.Replicas = append(vol.Replicas, r)
 	}
+	// A Config from Parse must give every replica a disk size; only an
+	// enormous size with internal metadata overflows.
+	for j := range vol.Replicas {
+		if vol.SizeBytes == 0 || !vol.Replicas[j].MetaInternal() {
+			continue
+		}
+		if _, err := (LocalReplica{&vol, &vol.Replicas[j]}).DiskBytes(); err != nil {
+			v.failf(sec, "size", "%d bytes is too large to hold with internal metadata: with the metadata area, the disk would exceed %d bytes; use external metadata (meta_disk = \"<path>\") or a smaller size", vol.SizeBytes, int64(math.MaxInt64))
+		}
+		break
+	}
 	return vol
 }
 
-// size reads a size: integer bytes or a string for ParseSize; the result is a
-// positive multiple of SizeAlignBytes, or 0 after reporting a problem.
-func (v *validator) size(section, key string, f field) int64 {
-	var n int64
-	var what string
+// sizeValue reads a size: integer bytes or a string for ParseSize (example is
+// one, for the message on a wrong type). what describes the value for messages.
+func (v *validator) sizeValue(section, key string, f field, example string) (n int64, what string, ok bool) {
 	switch x := f.v.(type) {
 	case int64:
-		n, what = x, fmt.Sprintf("%d bytes", x)
+		return x, fmt.Sprintf("%d bytes", x), true
 	case string:
-		var err error
-		if n, err = parseSize(x); err != nil {
+		n, err := parseSize(x)
+		if err != nil {
 			v.fail(section, key, []error{ErrSize}, "invalid size %q: %v", x, err)
-			return 0
+			return 0, "", false
 		}
-		what = fmt.Sprintf("%q (%d bytes)", x, n)
+		return n, fmt.Sprintf("%q (%d bytes)", x, n), true
 	default:
-		v.wrongType(section, key, `an integer number of bytes or a string such as "256MiB"`, f)
+		v.wrongType(section, key, fmt.Sprintf("an integer number of bytes or a string such as %q", example), f)
+		return 0, "", false
+	}
+}
+
+// intRange reads an optional integer in [lo, hi]; ok is false if it is absent or
+// invalid (reported).
+func (v *validator) intRange(section, key string, f field, lo, hi int64) (int64, bool) {
+	if !f.set {
+		return 0, false
+	}
+	n, ok := f.v.(int64)
+	switch {
+	case !ok:
+		v.wrongType(section, key, "an integer", f)
+	case n < lo || n > hi:
+		v.failf(section, key, "%d is out of range: it must be from %d to %d", n, lo, hi)
+	default:
+		return n, true
+	}
+	return 0, false
+}
+
+// size reads a volume size: the result is a positive multiple of SizeAlignBytes,
+// or 0 after reporting a problem.
+func (v *validator) size(section, key string, f field) int64 {
+	n, what, ok := v.sizeValue(section, key, f, "256MiB")
+	if !ok {
 		return 0
 	}
 	switch {
@@ -404,7 +491,9 @@ func (v *validator) duration(section, key string, f field) time.Duration {
 	return 0
 }
 
-func (v *validator) replica(vsec string, j int, raw *rawReplica, nodes []Node) Replica {
+// replica reads the j-th replica of the volume in section vsec, which has n
+// replicas.
+func (v *validator) replica(vsec string, j int, raw *rawReplica, nodes []Node, n int) Replica {
 	sec := fmt.Sprintf("%s replica #%d", vsec, j+1)
 	var r Replica
 	if v.required(sec, "node", raw.Node) {
@@ -438,7 +527,7 @@ func (v *validator) replica(vsec string, j int, raw *rawReplica, nodes []Node) R
 	}
 	if p, ok := v.path(sec, "nbd_socket", raw.NBDSocket); ok {
 		r.NBDSocket = p
-		v.socket(sec, "nbd_socket", p, fmt.Sprintf("nbd_socket of %s", sec))
+		v.socket(sec, "nbd_socket", p, fmt.Sprintf("nbd_socket of %s", sec), r.Node)
 	}
 	if s, ok := v.nonEmpty(sec, "device", raw.Device); ok {
 		if !deviceRE.MatchString(s) {
@@ -450,7 +539,41 @@ func (v *validator) replica(vsec string, j int, raw *rawReplica, nodes []Node) R
 			}
 		}
 	}
+	r.MetaDisk = v.metaDisk(sec, vsec, r.Node, raw.MetaDisk, n)
 	return r
+}
+
+// metaDisk reads meta_disk: MetaDiskInternal when absent, MetaDiskNone, or an
+// absolute path claimed on node. It returns MetaDiskInternal after a problem.
+func (v *validator) metaDisk(sec, vsec, node string, f field, replicas int) string {
+	const key = "meta_disk"
+	s, ok := v.str(sec, key, f)
+	if !ok {
+		return MetaDiskInternal
+	}
+	switch {
+	case s == MetaDiskInternal:
+		return s
+	case s == MetaDiskNone:
+		if replicas > 1 {
+			v.failf(sec, key, "%q: a volume without metadata cannot be replicated (%s has %d replicas); use \"internal\" or a metadata file", s, vsec, replicas)
+		}
+		return s
+	}
+	for _, kw := range []string{MetaDiskInternal, MetaDiskNone} {
+		if strings.EqualFold(strings.TrimSpace(s), kw) {
+			v.failf(sec, key, "%q is neither %q nor %q (for a metadata file of that name, write %q)", s, MetaDiskInternal, MetaDiskNone, "./"+s)
+			return MetaDiskInternal
+		}
+	}
+	p, ok := v.path(sec, key, f)
+	if !ok {
+		return MetaDiskInternal
+	}
+	if node != "" {
+		v.nodePath(sec, key, node, p, fmt.Sprintf("meta_disk of %s", vsec))
+	}
+	return p
 }
 
 // quoteNames lists the valid node names, quoted, for messages.
