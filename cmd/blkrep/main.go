@@ -22,7 +22,10 @@ func main() {
 const usage = `usage: blkrep [--config FILE] [--node NAME] [--socket PATH] COMMAND [flags]
 
 Commands:
-  status [--json]   volumes, roles, disks, exports, devices and I/O counters
+  status [--json]            volumes, roles, disks, metadata, exports, devices and I/O counters
+  create-md VOLUME [--force] write fresh metadata for this node's replica (offline)
+  dump-md VOLUME [--json]    print this node's metadata for VOLUME: identifiers, flags,
+                             geometry, out-of-sync bytes per peer, hot extents (offline)
 
 Global flags:
   --config FILE     cluster configuration (default $BLKREP_CONFIG)
@@ -52,6 +55,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "status":
 		return status(rest, *cfgPath, *node, *sock, stdout, stderr)
+	case "create-md":
+		return createMD(rest, *cfgPath, *node, stdout, stderr)
+	case "dump-md":
+		return dumpMD(rest, *cfgPath, *node, stdout, stderr)
 	case "help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -59,6 +66,29 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "blkrep: unknown command %q\n\n%s", cmd, usage)
 		return 2
 	}
+}
+
+// loadNode reads the configuration and picks this node.
+func loadNode(cfgPath, node string) (*config.Config, *config.Node, error) {
+	if cfgPath == "" {
+		return nil, nil, errors.New("no configuration: pass --config FILE (or set BLKREP_CONFIG)")
+	}
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	if node == "" {
+		names := cfg.NodeNames()
+		if len(names) != 1 {
+			return nil, nil, fmt.Errorf("--node is required: %s has nodes %s", cfgPath, strings.Join(names, ", "))
+		}
+		node = names[0]
+	}
+	n, ok := cfg.Node(node)
+	if !ok {
+		return nil, nil, fmt.Errorf("node %q is not in %s (nodes: %s)", node, cfgPath, strings.Join(cfg.NodeNames(), ", "))
+	}
+	return cfg, n, nil
 }
 
 // controlSocket finds the control socket from the flags.
@@ -69,20 +99,9 @@ func controlSocket(cfgPath, node, sock string) (string, error) {
 	if cfgPath == "" {
 		return "", errors.New("no configuration: pass --config FILE (or set BLKREP_CONFIG), or --socket PATH")
 	}
-	cfg, err := config.Load(cfgPath)
+	_, n, err := loadNode(cfgPath, node)
 	if err != nil {
 		return "", err
-	}
-	if node == "" {
-		names := cfg.NodeNames()
-		if len(names) != 1 {
-			return "", fmt.Errorf("--node is required: %s has nodes %s", cfgPath, strings.Join(names, ", "))
-		}
-		node = names[0]
-	}
-	n, ok := cfg.Node(node)
-	if !ok {
-		return "", fmt.Errorf("node %q is not in %s (nodes: %s)", node, cfgPath, strings.Join(cfg.NodeNames(), ", "))
 	}
 	return n.ControlSocket, nil
 }
@@ -138,6 +157,11 @@ func printStatus(w io.Writer, st *control.Status) {
 				fmt.Fprintf(w, ": %s", v.Device.Error)
 			}
 			fmt.Fprintln(w)
+		}
+		if m := v.Metadata; m != nil {
+			printMetadata(w, v.SizeBytes, m)
+		} else {
+			fmt.Fprintf(w, "    metadata none (meta_disk = \"none\": writes are not tracked, the volume cannot be replicated)\n")
 		}
 		io := v.IO
 		fmt.Fprintf(w, "    clients  %d now, %d since start\n", io.Clients, io.TotalClients)

@@ -14,6 +14,7 @@ import (
 	"github.com/blkrep/blkrep/internal/config"
 	"github.com/blkrep/blkrep/internal/control"
 	"github.com/blkrep/blkrep/internal/store"
+	"github.com/blkrep/blkrep/internal/volume"
 	"github.com/blkrep/blkrep/nbd"
 )
 
@@ -40,7 +41,7 @@ type Daemon struct {
 
 	srv     *nbd.Server
 	ctl     *control.Server
-	volumes []*volume
+	volumes []*replica
 	started time.Time
 
 	mu        sync.Mutex
@@ -54,11 +55,13 @@ type listener struct {
 	volume string // default export; "" on the node-wide TCP listener
 }
 
-type volume struct {
+type replica struct {
 	cfg     *config.Volume
 	replica *config.Replica
-	store   *store.File
-	dev     *device // nil when no device is configured
+	disks   *volume.Disks
+	store   *store.File    // disks.Data
+	vol     *volume.Volume // nil for meta_disk = "none"
+	dev     *device        // nil when no device is configured
 }
 
 // New prepares a daemon for node from cfg. It checks the node's local
@@ -89,10 +92,9 @@ func (d *Daemon) Start() (err error) {
 		}
 	}()
 	for _, lr := range d.cfg.LocalReplicas(d.node.Name) {
-		v := &volume{cfg: lr.Volume, replica: lr.Replica}
+		v := &replica{cfg: lr.Volume, replica: lr.Replica}
 		log := d.log.With("volume", v.cfg.Name)
-		st, err := store.Open(v.replica.Disk, v.cfg.SizeBytes, store.Options{
-			Create: v.replica.Create,
+		disks, err := volume.OpenDisks(lr, store.Options{
 			OnFail: func(err error) {
 				log.Error("BACKING STORE FAILED: durability lost, all further writes and flushes get EIO; "+
 					"check the disk and restart blkrepd", "disk", v.replica.Disk, "err", err)
@@ -101,17 +103,34 @@ func (d *Daemon) Start() (err error) {
 		if err != nil {
 			return fmt.Errorf("volume %q: %w", v.cfg.Name, err)
 		}
-		v.store = st
+		v.disks, v.store = disks, disks.Data
 		d.volumes = append(d.volumes, v)
+		var backend nbd.Backend = disks.Data
+		if !v.replica.MetaNone() {
+			spec := disks.Spec(d.cfg, lr)
+			if disks.Created {
+				c, err := volume.Create(&spec, false)
+				if err != nil {
+					return fmt.Errorf("volume %q: creating metadata on the new disk: %w", v.cfg.Name, err)
+				}
+				log.Info("created metadata on the new disk", "meta", spec.MetaPath, "area_bytes", c.Layout.AreaBytes)
+			}
+			v.vol, err = volume.Open(spec, volume.Options{Log: log})
+			if err != nil {
+				return fmt.Errorf("volume %q: %w", v.cfg.Name, err)
+			}
+			backend = v.vol
+		}
 		if err := d.srv.AddExport(nbd.Export{
 			Name:        v.cfg.Name,
 			Description: v.cfg.Description,
 			Size:        v.cfg.SizeBytes,
 			BlockSize:   v.cfg.BlockSize,
 			MultiConn:   true, // one fd: an fdatasync covers writes from every connection
-			// Buffered pwrite into the page cache: serve on the reader.
+			// Buffered pwrite into the page cache: serve on the reader
+			// (writes into cold activity-log extents go to a worker).
 			InlineWrites: true,
-			Backend:      st,
+			Backend:      backend,
 		}); err != nil {
 			return err
 		}
@@ -200,8 +219,15 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	}
 	d.wg.Wait()
 	for _, v := range d.volumes {
-		if v.store != nil {
-			if err := v.store.Close(); err != nil {
+		if v.vol != nil {
+			// Clients are gone: persist the bitmaps and mark the
+			// activity log clean, so the next start resyncs nothing.
+			if err := v.vol.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("volume %q: closing metadata (the next start will treat this as a crash): %w", v.cfg.Name, err))
+			}
+		}
+		if v.disks != nil {
+			if err := v.disks.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("volume %q: closing disk: %w", v.cfg.Name, err))
 			}
 		}
@@ -253,6 +279,9 @@ func (d *Daemon) Status() control.Status {
 		}
 		if v.store.IsBlockDevice() {
 			vs.Disk.Kind = "block"
+		}
+		if v.vol != nil {
+			vs.Metadata = v.vol.Status()
 		}
 		if err := v.store.Failed(); err != nil {
 			vs.Disk.State, vs.Disk.Error = "Failed", err.Error()

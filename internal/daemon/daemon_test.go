@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"io"
@@ -104,8 +105,41 @@ func TestStartStatusShutdown(t *testing.T) {
 			t.Fatalf("%s left behind: %v", p, err)
 		}
 	}
-	if fi, err := os.Stat(filepath.Join(dir, "alpha-r0.img")); err != nil || fi.Size() != 4<<20 {
+	// Internal metadata: the image is the volume plus the metadata area.
+	if m := v.Metadata; m == nil || m.Placement != "internal" || m.DiskBytes != 4<<20+m.AreaBytes ||
+		m.LastShutdown != "clean" || m.ActivityLog.Extents != 1237 || len(m.Peers) != 3 {
+		t.Fatalf("metadata %+v", v.Metadata)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "alpha-r0.img")); err != nil || fi.Size() != v.Metadata.DiskBytes {
 		t.Fatalf("disk: %v", err)
+	}
+}
+
+func TestRefusesDiskWithoutMetadata(t *testing.T) {
+	dir := t.TempDir()
+	text := strings.Replace(testConfig, "create = true", "create = false", 1)
+	path := filepath.Join(dir, "c.toml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(dir, "alpha-r0.img")
+	if err := os.WriteFile(img, make([]byte, 5<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(cfg, "alpha", Options{NoDevices: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = d.Start()
+	if err == nil || !strings.Contains(err.Error(), "blkrep create-md r0") {
+		t.Fatalf("start on a disk without metadata: %v", err)
+	}
+	if b, _ := os.ReadFile(img); !bytes.Equal(b, make([]byte, 5<<20)) {
+		t.Fatal("the refused disk was written to")
 	}
 }
 

@@ -18,7 +18,7 @@ import (
 // the device is re-attached with RECONFIGURE within dead_conn_timeout.
 type device struct {
 	d   *Daemon
-	v   *volume
+	v   *replica
 	log *slog.Logger
 
 	mu      sync.Mutex
@@ -32,7 +32,7 @@ type device struct {
 
 var hardenOnce sync.Once
 
-func (d *Daemon) attach(v *volume) *device {
+func (d *Daemon) attach(v *replica) *device {
 	dev := &device{d: d, v: v, index: -1, log: d.log.With("volume", v.cfg.Name, "device", v.replica.Device)}
 	if d.opts.NoDevices {
 		dev.setUnavailable(errors.New("kernel devices disabled by --no-devices"))

@@ -64,7 +64,9 @@ func (s *Spec) metaDeviceBytes() int64 {
 	if s.Meta != nil {
 		return s.SizeBytes
 	}
-	return s.DataBytes
+	// A block device need not be a multiple of 4 KiB: the metadata ends
+	// at the last whole block.
+	return s.DataBytes / meta.BlockSize * meta.BlockSize
 }
 
 // Geometry is the layout input for creating metadata from this spec.

@@ -510,6 +510,14 @@ func (v *Volume) Close() error {
 	defer v.ioMu.Unlock()
 	v.cp(PointCloseBitmap)
 	v.mu.Lock()
+	// An unused slot's bits only come from crash recovery; no peer will
+	// ever resync against them (a peer given the slot later starts with a
+	// full sync), so a clean shutdown forgets them.
+	for i, p := range v.sb.Peers {
+		if p.Node == "" && v.bms[i].Count() > 0 {
+			v.bms[i].ClearRange(0, v.bms[i].Size())
+		}
+	}
 	ws := takeAll(v.bms, nil)
 	tx, err := v.al.MarkClean()
 	v.mu.Unlock()

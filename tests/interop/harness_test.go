@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -527,8 +528,34 @@ func (d *daemon) assertCleanExit(t testing.TB) {
 			t.Errorf("daemon log contains %q", bad)
 		}
 	}
-	if st, err := os.Stat(d.diskPath); err != nil || st.Size() != d.size {
-		t.Errorf("disk %s after shutdown: %v, size %d; want %d bytes", d.diskPath, err, sizeOf(st), d.size)
+	// A clean exit leaves clean metadata: the activity log's clean marker,
+	// al-clean, not primary; the image is the volume plus the metadata area.
+	out, err := exec.Command(cliBin, "--config", d.cfgPath, "dump-md", "r0", "--json").Output()
+	if err != nil {
+		t.Errorf("blkrep dump-md after shutdown: %v", err)
+		return
+	}
+	var md struct {
+		InUse      bool     `json:"in_use"`
+		Flags      []string `json:"flags"`
+		Superblock struct {
+			SizeBytes   int64 `json:"size_bytes"`
+			DeviceBytes int64 `json:"device_bytes"`
+		} `json:"superblock"`
+		ActivityLog struct {
+			Clean bool `json:"clean"`
+		} `json:"activity_log"`
+	}
+	if err := json.Unmarshal(out, &md); err != nil {
+		t.Errorf("dump-md output: %v\n%s", err, out)
+		return
+	}
+	if md.InUse || !md.ActivityLog.Clean || !slices.Contains(md.Flags, "al-clean") || slices.Contains(md.Flags, "primary") {
+		t.Errorf("metadata after a clean shutdown: in_use %v, activity log clean %v, flags %v", md.InUse, md.ActivityLog.Clean, md.Flags)
+	}
+	if st, err := os.Stat(d.diskPath); err != nil || md.Superblock.SizeBytes != d.size || st.Size() != md.Superblock.DeviceBytes {
+		t.Errorf("disk %s after shutdown: %v, size %d; metadata for %d exported bytes on %d; want %d exported",
+			d.diskPath, err, sizeOf(st), md.Superblock.SizeBytes, md.Superblock.DeviceBytes, d.size)
 	}
 }
 
@@ -745,6 +772,25 @@ func (d *daemon) diskSize(t testing.TB) int64 {
 		t.Fatal(err)
 	}
 	return st.Size()
+}
+
+// diskFileSize is what the image file must stay: the volume plus its
+// internal metadata area, as the daemon created it.
+func (d *daemon) diskFileSize(t testing.TB) int64 {
+	t.Helper()
+	out, err := exec.Command(cliBin, "--config", d.cfgPath, "dump-md", "r0", "--json").Output()
+	if err != nil {
+		t.Fatalf("blkrep dump-md: %v", err)
+	}
+	var md struct {
+		Superblock struct {
+			DeviceBytes int64 `json:"device_bytes"`
+		} `json:"superblock"`
+	}
+	if err := json.Unmarshal(out, &md); err != nil || md.Superblock.DeviceBytes <= d.size {
+		t.Fatalf("dump-md: %v: %s", err, out)
+	}
+	return md.Superblock.DeviceBytes
 }
 
 // ---------------------------------------------------------------------------

@@ -126,8 +126,8 @@ func TestTransmissionAbuse(t *testing.T) {
 			roundTrip(t, s, 5<<20)
 			s.disconnect()
 		}
-		if got := d.diskSize(t); got != d.size {
-			t.Fatalf("disk file is %d bytes after out-of-range writes, want %d", got, d.size)
+		if got, want := d.diskSize(t), d.diskFileSize(t); got != want {
+			t.Fatalf("disk file is %d bytes after out-of-range writes, want %d", got, want)
 		}
 		d.checkServing(t)
 	})
@@ -275,8 +275,8 @@ func TestTransmissionAbuse(t *testing.T) {
 		s.mustSend(append(appendRequest(nil, request{Type: cmdWrite, Cookie: 2, Offset: size - 4096, Length: 8 << 20}), fill(3<<20, 0xEE)...))
 		s.close()
 		d.checkServing(t)
-		if got := d.diskSize(t); got != d.size {
-			t.Fatalf("disk file is %d bytes, want %d", got, d.size)
+		if got, want := d.diskSize(t), d.diskFileSize(t); got != want {
+			t.Fatalf("disk file is %d bytes, want %d", got, want)
 		}
 		s = d.connect(t, sessionOpts{})
 		if got := s.mustRead(size-4096, 4096); !bytes.Equal(got, tail) {
