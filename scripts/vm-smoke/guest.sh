@@ -366,6 +366,11 @@ start_daemon
 check "re-attached (status attached)" wait_attached 60
 check "attached with RECONFIGURE" grep -q 'msg="nbd attached".*action=reconfigure' $DLOG
 check "kernel: reconnected socket" sh -c "dmesg | grep -q 'nbd0: reconnected socket'"
+status_json
+check "restart recovered from the crash (status: last shutdown crash)" grep -q '"last_shutdown": "crash"' /tmp/status.json
+check "metadata flags crashed-primary" grep -q '"crashed-primary"' /tmp/status.json
+check "dump-md lists hot extents, all out of sync" sh -c \
+	"blkrep --config $CFG dump-md r0 | grep -qE 'hot +[1-9][0-9]* extents' && ! blkrep --config $CFG dump-md r0 --json | grep -q '\"dirty_bytes\": 0,'"
 t0=$(now)
 P2=$P1
 while [ "$(cat /tmp/w3.passes)" -le "$P2" ] && [ ! -e /tmp/w3.fail ] && [ $(($(now) - t0)) -lt 120 ]; do usleep 100000; done
@@ -485,6 +490,7 @@ check "kernel: disconnected by request" sh -c "dmesg | grep -q 'nbd0: Disconnect
 check "control socket removed" [ ! -e $CTL ]
 check "nbd socket removed" [ ! -e $NBDSOCK ]
 check "daemon logged a clean stop" grep -q 'blkrepd stopped cleanly' $DLOG
+check "dump-md: activity log clean after the clean stop" sh -c "blkrep --config $CFG dump-md r0 --json | grep -q '\"clean\": true'"
 if blkrep --config $CFG status >/tmp/st.out 2>&1; then
 	bad "blkrep status still answers after the daemon stopped"
 else
