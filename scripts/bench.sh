@@ -3,6 +3,18 @@
 # (nbdkit file, qemu-nbd, nbd-server), all exporting identical files over unix sockets,
 # measured in one run, alternating the servers, several rounds. See docs/benchmarks.md.
 #
+# blkrepd runs in three variants, each its own daemon with its own config, control socket,
+# image and NBD socket in the work directory:
+#   blkrepd       the defaults: internal metadata, al_extents = 1237 (4.8 GiB, so a working
+#                 set of BENCH_SIZE up to 4.8 GiB stays inside the activity log)
+#   blkrepd-nomd  meta_disk = "none": no metadata, no activity log (the baseline of the
+#                 activity-log cost)
+#   blkrepd-al4x  internal metadata, al_extents = BENCH_SIZE / 4 / 4 MiB (at least 1): the
+#                 working set is four times the activity log
+# For each blkrepd* run the control status is read before and after fio, and the activity-log
+# records and NBD writes of the run go to al.tsv; a second table ("activity log cost") shows,
+# per write workload, blkrepd and blkrepd-al4x against blkrepd-nomd and AL writes per 1000 writes.
+#
 # Usage: scripts/bench.sh            (normally via `make bench`, which builds bin/blkrepd)
 #
 # Environment:
@@ -10,18 +22,20 @@
 #   BENCH_ROUNDS=3         rounds; each round runs every workload on every server once
 #   BENCH_RUNTIME=10       seconds measured per fio run
 #   BENCH_RAMP=1           seconds of fio ramp-up (not measured) per run
-#   BENCH_OUT=./bench-out  where results.md, results.tsv and raw fio JSON (raw/) go
-#   BENCH_SERVERS="blkrepd nbdkit qemu-nbd nbd-server"   servers to run (any subset)
+#   BENCH_OUT=./bench-out  where results.md, results.tsv, al.tsv and raw fio JSON (raw/) go
+#   BENCH_SERVERS="blkrepd blkrepd-nomd blkrepd-al4x nbdkit qemu-nbd nbd-server"
+#                          servers to run (any subset)
 #   BENCH_WORKLOADS="randwrite-4k-qd1 randwrite-4k-qd32 seqwrite-1m-qd8 randread-4k-qd32 writeflush-4k-qd1"
 #   BENCH_BASE=blkrepd     server whose ratio to each peer is reported
 #   BENCH_BLKREPD=bin/blkrepd
+#   BENCH_BLKREP=bin/blkrep   control client, reads each blkrepd*'s status (AL counters)
 #   BENCH_QEMU_AIO=threads qemu-nbd --aio mode (threads is qemu-nbd's default)
 #   BENCH_SYNC=1           `sync` before every fio run so one server's dirty pages are not
 #                          written back during the next server's run
 #   BENCH_TMPDIR=<repo>/.cache   parent of the work directory (must not be tmpfs)
 #   BENCH_KEEP=0           1: keep the work directory (images, configs, server logs)
 #
-# The Markdown table goes to stdout, progress to stderr.
+# The Markdown tables go to stdout, progress to stderr.
 set -euo pipefail
 
 prog=bench.sh
@@ -61,14 +75,19 @@ RAMP=${RAMP%s}
 [[ $RUNTIME =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNTIME must be a positive number of seconds"
 [[ $RAMP =~ ^[0-9]+$ ]] || die "BENCH_RAMP must be a number of seconds"
 OUT=${BENCH_OUT:-./bench-out}
-read -r -a SERVERS <<<"${BENCH_SERVERS:-blkrepd nbdkit qemu-nbd nbd-server}"
+read -r -a SERVERS <<<"${BENCH_SERVERS:-blkrepd blkrepd-nomd blkrepd-al4x nbdkit qemu-nbd nbd-server}"
 read -r -a WORKLOADS <<<"${BENCH_WORKLOADS:-randwrite-4k-qd1 randwrite-4k-qd32 seqwrite-1m-qd8 randread-4k-qd32 writeflush-4k-qd1}"
 BASE=${BENCH_BASE:-blkrepd}
 BLKREPD=${BENCH_BLKREPD:-$REPO/bin/blkrepd}
+BLKREP=${BENCH_BLKREP:-$REPO/bin/blkrep}
 QEMU_AIO=${BENCH_QEMU_AIO:-threads}
 DO_SYNC=${BENCH_SYNC:-1}
 PYTHON=${PYTHON:-python3}
 ((${#SERVERS[@]} > 0)) || die "BENCH_SERVERS is empty"
+# blkrepd-al4x: an activity log of a quarter of the working set (4 MiB extents).
+AL4X_EXTENTS=$((SIZE / 4 / (4 << 20)))
+((AL4X_EXTENTS >= 1)) || AL4X_EXTENTS=1
+((AL4X_EXTENTS <= 65536)) || die "BENCH_SIZE too large for blkrepd-al4x (al_extents $AL4X_EXTENTS > 65536)"
 
 # fio arguments of each workload (the figure each produces is defined in bench/report.py).
 declare -A WL_UNIT=(
@@ -89,11 +108,14 @@ done
 need=(fio nbdinfo nbdcopy "$PYTHON" timeout)
 for s in "${SERVERS[@]}"; do
 	case $s in
-	blkrepd) [ -x "$BLKREPD" ] || die "$BLKREPD not found: build it (make bench does) or leave blkrepd out of BENCH_SERVERS" ;;
+	blkrepd | blkrepd-nomd | blkrepd-al4x)
+		[ -x "$BLKREPD" ] || die "$BLKREPD not found: build it (make bench does) or leave $s out of BENCH_SERVERS"
+		[ -x "$BLKREP" ] || die "$BLKREP not found: build it (make bench does) or leave $s out of BENCH_SERVERS"
+		;;
 	nbdkit) need+=(nbdkit) ;;
 	qemu-nbd) need+=(qemu-nbd) ;;
 	nbd-server) need+=(nbd-server) ;;
-	*) die "unknown server '$s' (known: blkrepd nbdkit qemu-nbd nbd-server)" ;;
+	*) die "unknown server '$s' (known: blkrepd blkrepd-nomd blkrepd-al4x nbdkit qemu-nbd nbd-server)" ;;
 	esac
 done
 for c in "${need[@]}"; do
@@ -151,7 +173,7 @@ trap 'exit 129' HUP
 
 mkdir -p "$OUT/raw"
 OUT=$(cd "$OUT" && pwd -P)
-rm -f "$OUT"/raw/*.json "$OUT/results.tsv" "$OUT/results.md"
+rm -f "$OUT"/raw/*.json "$OUT/results.tsv" "$OUT/results.md" "$OUT/al.tsv"
 
 # ---------------------------------------------------------------- servers
 # Every server gets a page-cached, writeback file (no O_DIRECT), FLUSH -> fdatasync/fsync,
@@ -161,28 +183,36 @@ start_server() {
 	IMG[$s]=$W/$s.img
 	URI[$s]="nbd+unix:///bench?socket=$sock"
 	case $s in
-	blkrepd)
-		IMG[$s]=$W/blkrepd.img
-		URI[$s]="nbd+unix:///bench?socket=$W/blkrepd.sock"
-		cat >"$W/bench.toml" <<-EOF
+	blkrepd | blkrepd-nomd | blkrepd-al4x)
+		# One daemon per variant: DIR/$s.toml, control socket $s.ctl, disk $s.img (created
+		# by the daemon: with internal metadata it is SIZE plus the metadata area at its
+		# end; the export is SIZE either way), NBD socket $s.sock.
+		local vol_extra='' rep_extra=''
+		case $s in
+		blkrepd-nomd) rep_extra='meta_disk = "none"' ;;
+		blkrepd-al4x) vol_extra="al_extents = $AL4X_EXTENTS" ;;
+		esac
+		cat >"$W/$s.toml" <<-EOF
 			[cluster]
 			name = "bench"
 
 			[[node]]
 			name = "bench"
-			control_socket = "bench.ctl"
+			control_socket = "$s.ctl"
 
 			[[volume]]
 			name = "bench"
 			size = "$(human_size "$SIZE")"
+			$vol_extra
 
 			[[volume.replica]]
 			node = "bench"
-			disk = "blkrepd.img"
+			disk = "$s.img"
 			create = true
-			nbd_socket = "blkrepd.sock"
+			nbd_socket = "$s.sock"
+			$rep_extra
 		EOF
-		"$BLKREPD" --config "$W/bench.toml" --node bench --log-level warn </dev/null >"$W/blkrepd.log" 2>&1 &
+		"$BLKREPD" --config "$W/$s.toml" --node bench --log-level warn </dev/null >"$W/$s.log" 2>&1 &
 		PID[$s]=$!
 		;;
 	nbdkit)
@@ -249,9 +279,14 @@ wait_ready() {
 
 versions() {
 	local s
+	if [[ " ${SERVERS[*]} " == *" blkrepd"* ]]; then
+		local dirty=
+		[ -n "$(git -C "$REPO" status --porcelain -- '*.go' go.mod go.sum 2>/dev/null)" ] && dirty=+dirty
+		echo "blkrepd: $("$BLKREPD" --version 2>/dev/null | head -n1 || true) (git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo none)$dirty)"
+	fi
 	for s in "${SERVERS[@]}"; do
 		case $s in
-		blkrepd) echo "blkrepd: $("$BLKREPD" --version 2>/dev/null | head -n1 || true) (git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo none))" ;;
+		blkrepd | blkrepd-nomd | blkrepd-al4x) ;;
 		nbdkit) echo "nbdkit: $(nbdkit --version 2>&1 | head -n1)" ;;
 		qemu-nbd) echo "qemu-nbd: $(qemu-nbd --version 2>&1 | head -n1)" ;;
 		nbd-server) echo "nbd-server: $(nbd-server -V 2>&1 | grep -m1 version)" ;;
@@ -262,6 +297,18 @@ versions() {
 
 nruns=$((ROUNDS * ${#WORKLOADS[@]} * ${#SERVERS[@]}))
 log "work dir $W ($fstype), size $SIZE, ${#SERVERS[@]} servers x ${#WORKLOADS[@]} workloads x $ROUNDS rounds = $nruns runs of ${RAMP}+${RUNTIME} s (about $(((nruns * (RUNTIME + RAMP + 2) + 59) / 60)) min)"
+if [[ " ${SERVERS[*]} " == *" blkrepd-al4x "* ]]; then
+	log "blkrepd-al4x: al_extents = $AL4X_EXTENTS ($((AL4X_EXTENTS * 4)) MiB activity log for a $((SIZE >> 20)) MiB working set)"
+fi
+
+is_blkrepd() { [[ $1 == blkrepd || $1 == blkrepd-* ]]; }
+
+# status_counters SERVER: print "al_writes io_writes al_evictions" from the daemon's status
+# (0 AL writes without metadata); fails if the status cannot be read.
+status_counters() {
+	"$BLKREP" --socket "$W/$1.ctl" status --json >"$W/status.json" 2>>"$W/status.log" &&
+		"$PYTHON" "$HELPER" status-counters "$W/status.json" 2>>"$W/status.log"
+}
 
 for s in "${SERVERS[@]}"; do
 	start_server "$s"
@@ -280,13 +327,19 @@ for s in "${SERVERS[@]}"; do
 	t0=$(date +%s%N)
 	nbdcopy --flush "$W/src.img" "${URI[$s]}" || die "nbdcopy into $s failed"
 	ms=$((($(date +%s%N) - t0) / 1000000))
-	log "  $s filled in $((ms / 1000)).$((ms % 1000 / 100)) s; backing file $(du -m "${IMG[$s]}" 2>/dev/null | cut -f1) MiB allocated"
+	extra=
+	if is_blkrepd "$s" && c=$(status_counters "$s"); then
+		read -r c_al c_io _ <<<"$c"
+		extra="; $c_al AL writes / $c_io writes"
+	fi
+	log "  $s filled in $((ms / 1000)).$((ms % 1000 / 100)) s; backing file $(du -m "${IMG[$s]}" 2>/dev/null | cut -f1) MiB allocated$extra"
 done
 rm -f "$W/src.img"
 sync
 
 # ---------------------------------------------------------------- runs
 printf 'round\tworkload\tserver\tvalue\n' >"$OUT/results.tsv"
+printf 'round\tworkload\tserver\tal_writes\tio_writes\tal_evictions\n' >"$OUT/al.tsv"
 failures=0
 run=0
 k=0
@@ -306,6 +359,10 @@ for ((r = 1; r <= ROUNDS; r++)); do
 			run=$((run + 1))
 			json=$OUT/raw/r$r-$wl-$s.json
 			if [ "$DO_SYNC" = 1 ]; then sync; fi
+			before=
+			if is_blkrepd "$s"; then
+				before=$(status_counters "$s") || { before=; log "could not read $s's status before the run (see $W/status.log)"; }
+			fi
 			# shellcheck disable=SC2086 # WL_ARGS holds several words on purpose
 			timeout --kill-after=10 $((RUNTIME + RAMP + 60)) \
 				fio --name="$wl" --ioengine=nbd --uri="${URI[$s]}" ${WL_ARGS[$wl]} \
@@ -328,7 +385,20 @@ for ((r = 1; r <= ROUNDS; r++)); do
 				kill -0 "${PID[$s]}" 2>/dev/null || log "$s is no longer running"
 			fi
 			printf '%s\t%s\t%s\t%s\n' "$r" "$wl" "$s" "$val" >>"$OUT/results.tsv"
-			log "[$run/$nruns] round $r $wl $s: $val ${WL_UNIT[$wl]}"
+			al_note=
+			if is_blkrepd "$s"; then
+				d_al=nan d_io=nan d_ev=nan
+				if [ -n "$before" ] && after=$(status_counters "$s"); then
+					read -r al0 io0 ev0 <<<"$before"
+					read -r al1 io1 ev1 <<<"$after"
+					d_al=$((al1 - al0)) d_io=$((io1 - io0)) d_ev=$((ev1 - ev0))
+					al_note=", $d_al AL writes / $d_io writes"
+				else
+					log "could not read $s's activity-log counters for this run (see $W/status.log)"
+				fi
+				printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$wl" "$s" "$d_al" "$d_io" "$d_ev" >>"$OUT/al.tsv"
+			fi
+			log "[$run/$nruns] round $r $wl $s: $val ${WL_UNIT[$wl]}$al_note"
 		done
 	done
 done
@@ -336,6 +406,18 @@ done
 # ---------------------------------------------------------------- report
 table=$("$PYTHON" "$HELPER" table "$OUT/results.tsv" "$BASE" "${SERVERS[@]}")
 detail=$("$PYTHON" "$HELPER" table "$OUT/results.tsv" "$BASE" "${SERVERS[@]}" --detail)
+al_table=$("$PYTHON" "$HELPER" al-table "$OUT/results.tsv" "$OUT/al.tsv")
+al_detail=$("$PYTHON" "$HELPER" al-table "$OUT/results.tsv" "$OUT/al.tsv" --detail)
+# The note above the activity-log table: which activity log each variant has.
+al_note="Activity log cost, working set $(human_size "$SIZE"):"
+if [[ " ${SERVERS[*]} " == *" blkrepd "* ]]; then
+	al_note+=" blkrepd has the default activity log (al_extents 1237, $((1237 * 4)) MiB"
+	if ((SIZE <= 1237 * (4 << 20))); then al_note+=", the working set fits);"; else al_note+=", SMALLER than the working set);"; fi
+fi
+if [[ " ${SERVERS[*]} " == *" blkrepd-al4x "* ]]; then
+	al_note+=" blkrepd-al4x has al_extents $AL4X_EXTENTS ($((AL4X_EXTENTS * 4)) MiB, a quarter of the working set);"
+fi
+al_note+=" server/blkrepd-nomd = median of the per-round ratios to blkrepd without metadata (target for blkrepd: >= 0.95, at most 5 % slower); AL writes per 1000 writes = activity-log records written per 1000 NBD writes during the run (ramp included; the fill before the runs is not counted), median over the rounds"
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)
 mem=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
 note="$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($cpu), $mem, Linux $(uname -r), work files on $fstype; size $(human_size "$SIZE"), $ROUNDS rounds x ${RUNTIME} s (+${RAMP} s ramp), unix sockets; figures are medians over the rounds"
@@ -349,16 +431,28 @@ fi
 	echo
 	echo "$detail"
 	echo
+	if [ -n "$al_table" ]; then
+		echo "$al_note"
+		echo
+		echo "$al_detail"
+		echo
+	fi
 	echo "Versions:"
 	echo
 	versions | sed 's/^/- /'
 	echo
-	echo "Raw fio JSON: raw/r<round>-<workload>-<server>.json; all figures: results.tsv"
+	echo "Raw fio JSON: raw/r<round>-<workload>-<server>.json; all figures: results.tsv; activity-log counters per run: al.tsv"
 } >"$OUT/results.md"
 
 echo "$note"
 echo
 echo "$table"
+if [ -n "$al_table" ]; then
+	echo
+	echo "$al_note"
+	echo
+	echo "$al_table"
+fi
 log "results: $OUT/results.md, raw fio JSON in $OUT/raw/"
 if ((failures > 0)); then
 	log "$failures of $nruns runs failed (n/a in the table)"

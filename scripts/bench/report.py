@@ -4,10 +4,21 @@
   report.py value WORKLOAD FIO.json      print the run's figure (IOPS, GiB/s or pairs/s)
   report.py table RESULTS.tsv BASE SERVERS... [--detail]
                                           print the Markdown table (stdout)
+  report.py status-counters STATUS.json  print "al_writes io_writes al_evictions" from a
+                                          `blkrep status --json` document (summed over its
+                                          volumes; 0 AL writes for a volume without metadata)
+  report.py al-table RESULTS.tsv AL.tsv [--detail]
+                                          print the "activity log cost" Markdown table
 
 RESULTS.tsv columns: round, workload, server, value ("nan" for a failed run).
 Per row the table shows each server's median figure over the rounds, and BASE's ratio to each
 peer as the median of the per-round ratios BASE/peer (only rounds where both have a figure).
+
+AL.tsv columns: round, workload, server, al_writes, io_writes[, al_evictions]: the blkrepd
+variants' activity-log records and NBD writes during one fio run (status before and after).
+The activity-log table has, per write workload, a row for each of AL_SERVERS: its median
+figure, its ratio to AL_BASELINE (median of the per-round ratios) and the activity-log
+records written per 1000 NBD writes (median over the rounds).
 Standard library only: runs on Debian's python3.
 """
 import json
@@ -24,6 +35,11 @@ WORKLOADS = {
     "writeflush-4k-qd1": ("4k write+flush QD1", "pairs/s", "pairs"),
 }
 ORDER = list(WORKLOADS)
+
+# The activity-log table: blkrepd without metadata is the baseline; blkrepd has the default
+# activity log (the working set fits), blkrepd-al4x one a quarter of the working set.
+AL_BASELINE = "blkrepd-nomd"
+AL_SERVERS = ("blkrepd", "blkrepd-al4x")
 
 
 def load_fio(path):
@@ -98,8 +114,9 @@ def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
-def table(results, base, servers, detail=False):
-    data = {}  # (workload, server) -> {round: value}
+def read_results(results):
+    """RESULTS.tsv -> ({(workload, server): {round: value}}, workloads in ORDER)."""
+    data = {}
     workloads = []
     with open(results, encoding="utf-8") as f:
         for line in f:
@@ -111,6 +128,17 @@ def table(results, base, servers, detail=False):
                 workloads.append(wl)
             data.setdefault((wl, srv), {})[int(rnd)] = float(val)
     workloads.sort(key=lambda w: ORDER.index(w) if w in ORDER else len(ORDER))
+    return data, workloads
+
+
+def round_ratios(a, b):
+    """Per-round ratios a/b, in round order, of two {round: value} maps."""
+    return [a[r] / b[r] for r in sorted(a) if r in b
+            and not math.isnan(a[r]) and not math.isnan(b[r]) and b[r] > 0]
+
+
+def table(results, base, servers, detail=False):
+    data, workloads = read_results(results)
     peers = [s for s in servers if s != base] if base in servers else []
 
     head = ["workload"] + servers + [f"{base}/{p}" for p in peers]
@@ -122,9 +150,7 @@ def table(results, base, servers, detail=False):
         for s in servers:
             row.append(fmt_value(median(data.get((wl, s), {}).values()), unit))
         for p in peers:
-            b, q = data.get((wl, base), {}), data.get((wl, p), {})
-            ratios = [b[r] / q[r] for r in sorted(b) if r in q
-                      and not math.isnan(b[r]) and not math.isnan(q[r]) and q[r] > 0]
+            ratios = round_ratios(data.get((wl, base), {}), data.get((wl, p), {}))
             if ratios:
                 m = statistics.median(ratios)
                 row.append(f"{m:.2f} ({verdict(m)})")
@@ -141,6 +167,77 @@ def table(results, base, servers, detail=False):
     return "\n".join(out)
 
 
+def status_counters(path):
+    """(AL records written, NBD writes, AL evictions) of a `blkrep status --json` document,
+    summed over its volumes. A volume with meta_disk = "none" has no "metadata": 0 AL writes."""
+    with open(path, encoding="utf-8") as f:
+        st = json.load(f)
+    vols = st.get("volumes")
+    if not isinstance(vols, list) or not vols:
+        raise ValueError(f"{path}: no volumes in the status document")
+    al = io = ev = 0
+    for v in vols:
+        io += int(v["io"]["writes"])
+        md = v.get("metadata")
+        if md:
+            al += int(md["activity_log"]["writes"])
+            ev += int(md["activity_log"].get("evictions", 0))
+    return al, io, ev
+
+
+def fmt_per1000(x):
+    if x is None or math.isnan(x):
+        return "n/a"
+    return f"{x:.1f}" if x < 100 else f"{x:.0f}"
+
+
+def al_table(results, al_tsv, detail=False):
+    data, workloads = read_results(results)
+    per1000 = {}  # (workload, server) -> {round: AL records per 1000 NBD writes}
+    with open(al_tsv, encoding="utf-8") as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) < 5 or parts[0] == "round":
+                continue
+            rnd, wl, srv, al, io = parts[:5]
+            try:
+                al, io = float(al), float(io)
+            except ValueError:
+                continue
+            v = 1000 * al / io if io > 0 and not math.isnan(al) else float("nan")
+            per1000.setdefault((wl, srv), {})[int(rnd)] = v
+    writes = [w for w in workloads if WORKLOADS.get(w, ("", "", ""))[2] != "read_iops"]
+    rows, details = [], []
+    for wl in writes:
+        label, unit, _ = WORKLOADS.get(wl, (wl, "", ""))
+        for s in AL_SERVERS:
+            if (wl, s) not in data:
+                continue
+            vals = data[(wl, s)]
+            ratios = round_ratios(vals, data.get((wl, AL_BASELINE), {}))
+            pk = per1000.get((wl, s), {})
+            ratio = rng = "n/a"
+            if ratios:
+                ratio = f"{statistics.median(ratios):.2f}"
+                rng = f"{min(ratios):.2f}-{max(ratios):.2f}"
+            rows.append(f"| {label} ({unit}) | {s} | {fmt_value(median(vals.values()), unit)} "
+                        f"| {ratio} | {rng} | {fmt_per1000(median(pk.values()))} |")
+            details.append((label, s, ratios, [pk[r] for r in sorted(pk)]))
+    if not rows:
+        return ""
+    out = [f"| workload | server | figure | server/{AL_BASELINE} | per-round range "
+           "| AL writes per 1000 writes |",
+           "|---|---|---:|---:|---:|---:|"] + rows
+    if detail:
+        out += ["", f"Per-round figures (in round order): ratio server/{AL_BASELINE}, "
+                "AL writes per 1000 writes:", "",
+                "| workload | server | ratios | AL writes per 1000 writes |", "|---|---|---|---|"]
+        for label, s, ratios, pk in details:
+            out.append(f"| {label} | {s} | {' '.join(f'{x:.2f}' for x in ratios) or 'n/a'} "
+                       f"| {' '.join(fmt_per1000(x) for x in pk) or 'n/a'} |")
+    return "\n".join(out)
+
+
 def main(argv):
     if len(argv) >= 3 and argv[0] == "value":
         try:
@@ -154,6 +251,18 @@ def main(argv):
         detail = "--detail" in argv
         args = [a for a in argv[1:] if a != "--detail"]
         print(table(args[0], args[1], args[2:], detail))
+        return 0
+    if len(argv) == 2 and argv[0] == "status-counters":
+        try:
+            print(*status_counters(argv[1]))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"report.py: {e}", file=sys.stderr)
+            return 1
+        return 0
+    if len(argv) >= 3 and argv[0] == "al-table":
+        detail = "--detail" in argv
+        args = [a for a in argv[1:] if a != "--detail"]
+        print(al_table(args[0], args[1], detail))
         return 0
     print(__doc__, file=sys.stderr)
     return 2
