@@ -1,6 +1,7 @@
 package crashdisk
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -14,11 +15,17 @@ const SectorSize = 512
 var ErrInjected = errors.New("crashdisk: injected failure")
 
 // Disk is a crashable in-memory disk. Safe for concurrent use.
+//
+// Only the volatile image is kept, in chunks allocated when first written
+// (a chunk never written reads as zeroes): the durable image is the
+// volatile one with the pending writes undone (each remembers the bytes it
+// replaced). Creating, syncing and crashing a disk cost what was written,
+// not the size of the disk.
 type Disk struct {
 	mu       sync.Mutex
-	durable  []byte
-	volatile []byte
-	pending  []write
+	size     int64
+	chunks   [][]byte // the volatile image; nil: zeroes
+	pending  []write  // since the last Sync, oldest first
 	failSync bool
 	writes   int
 	failAt   int // fail the write with this 1-based number; 0: never
@@ -32,17 +39,60 @@ var ErrPowerCut = errors.New("crashdisk: power is off")
 type write struct {
 	off  int64
 	data []byte
-	fua  bool // durable on return: survives every crash whole
+	old  []byte // what the write replaced in the volatile image
+	fua  bool   // durable on return: survives every crash whole
 }
+
+const chunkSize = 16 << 10
+
+var zeroChunk [chunkSize]byte
 
 // New returns a zeroed disk of size bytes.
 func New(size int) *Disk {
-	return &Disk{durable: make([]byte, size), volatile: make([]byte, size)}
+	return &Disk{size: int64(size), chunks: make([][]byte, (size+chunkSize-1)/chunkSize)}
+}
+
+// read copies the volatile image at off into p (checked range).
+func (d *Disk) read(p []byte, off int64) {
+	for len(p) > 0 {
+		c, o := d.chunks[off/chunkSize], off%chunkSize
+		n := min(len(p), int(chunkSize-o))
+		if c == nil {
+			clear(p[:n])
+		} else {
+			copy(p[:n], c[o:])
+		}
+		p, off = p[n:], off+int64(n)
+	}
+}
+
+// write copies p into the volatile image at off (checked range).
+func (d *Disk) write(p []byte, off int64) {
+	for len(p) > 0 {
+		i, o := off/chunkSize, off%chunkSize
+		n := min(len(p), int(chunkSize-o))
+		if d.chunks[i] == nil && !bytes.Equal(p[:n], zeroChunk[:n]) {
+			d.chunks[i] = make([]byte, chunkSize)
+		}
+		if c := d.chunks[i]; c != nil {
+			copy(c[o:], p[:n])
+		}
+		p, off = p[n:], off+int64(n)
+	}
+}
+
+// apply writes p at off into the volatile image and remembers it as
+// pending. Call with d.mu held, after the checks.
+func (d *Disk) apply(p []byte, off int64, fua bool) {
+	old := make([]byte, len(p))
+	d.read(old, off)
+	d.write(p, off)
+	d.pending = append(d.pending, write{off, append([]byte(nil), p...), old, fua})
 }
 
 func (d *Disk) check(off int64, n int) error {
-	if off < 0 || off > int64(len(d.volatile)) || int64(n) > int64(len(d.volatile))-off {
-		return fmt.Errorf("crashdisk: [%d, +%d) outside the %d-byte disk", off, n, len(d.volatile))
+	if off < 0 || off > d.size || int64(n) > d.size-off {
+		return fmt.Errorf("crashdisk: [%d, +%d) outside the %d-byte disk", off, n, d.size)
 	}
 	return nil
 }
@@ -54,7 +104,8 @@ func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
 	if err := d.check(off, len(p)); err != nil {
 		return 0, err
 	}
-	return copy(p, d.volatile[off:]), nil
+	d.read(p, off)
+	return len(p), nil
 }
 
 // WriteAt writes to the volatile image and remembers the write until Sync.
@@ -71,8 +122,7 @@ func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 	if d.failAt != 0 && d.writes == d.failAt {
 		return 0, ErrInjected
 	}
-	copy(d.volatile[off:], p)
-	d.pending = append(d.pending, write{off, append([]byte(nil), p...), false})
+	d.apply(p, off, false)
 	return len(p), nil
 }
 
@@ -92,8 +142,7 @@ func (d *Disk) WriteAtFUA(p []byte, off int64) (int, error) {
 	if d.failAt != 0 && d.writes == d.failAt {
 		return 0, ErrInjected
 	}
-	copy(d.volatile[off:], p)
-	d.pending = append(d.pending, write{off, append([]byte(nil), p...), true})
+	d.apply(p, off, true)
 	return len(p), nil
 }
 
@@ -111,8 +160,7 @@ func (d *Disk) Sync() error {
 		d.failSync = false
 		return ErrInjected
 	}
-	copy(d.durable, d.volatile)
-	d.pending = nil
+	d.pending = nil // the volatile image is the durable one now
 	return nil
 }
 
@@ -166,24 +214,25 @@ func (d *Disk) Restart() {
 
 func (d *Disk) crash(seed uint64) {
 	r := rand.New(rand.NewPCG(seed, 0x5eed))
-	img := append([]byte(nil), d.durable...)
+	// Back to the durable image: undo the pending writes, newest first.
+	for i := len(d.pending) - 1; i >= 0; i-- {
+		d.write(d.pending[i].old, d.pending[i].off)
+	}
 	for _, w := range d.pending {
 		if w.fua {
-			copy(img[w.off:], w.data)
+			d.write(w.data, w.off)
 			continue
 		}
 		switch r.IntN(3) {
 		case 0: // lost
 		case 1:
-			copy(img[w.off:], w.data)
+			d.write(w.data, w.off)
 		default:
 			sectors := (len(w.data) + SectorSize - 1) / SectorSize
 			n := min(r.IntN(sectors+1)*SectorSize, len(w.data))
-			copy(img[w.off:], w.data[:n])
+			d.write(w.data[:n], w.off)
 		}
 	}
-	d.durable = img
-	d.volatile = append([]byte(nil), img...)
 	d.pending = nil
 	d.failSync = false
 	d.failAt = 0
@@ -193,5 +242,7 @@ func (d *Disk) crash(seed uint64) {
 func (d *Disk) Bytes() []byte {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return append([]byte(nil), d.volatile...)
+	b := make([]byte, d.size)
+	d.read(b, 0)
+	return b
 }

@@ -3,6 +3,7 @@ package crashdisk
 import (
 	"bytes"
 	"errors"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -106,5 +107,100 @@ func TestPowerCutFreezesTheImage(t *testing.T) {
 	d.Restart()
 	if _, err := d.WriteAt([]byte{9}, 0); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// refDisk is the straightforward model Disk must match: a durable and a
+// volatile image, pending writes replayed onto the durable one at a crash.
+type refDisk struct {
+	durable, volatile []byte
+	pending           []write
+}
+
+func (r *refDisk) write(p []byte, off int64, fua bool) {
+	copy(r.volatile[off:], p)
+	r.pending = append(r.pending, write{off: off, data: append([]byte(nil), p...), fua: fua})
+}
+
+func (r *refDisk) sync() { copy(r.durable, r.volatile); r.pending = nil }
+
+func (r *refDisk) crash(seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 0x5eed))
+	img := append([]byte(nil), r.durable...)
+	for _, w := range r.pending {
+		if w.fua {
+			copy(img[w.off:], w.data)
+			continue
+		}
+		switch rng.IntN(3) {
+		case 0:
+		case 1:
+			copy(img[w.off:], w.data)
+		default:
+			sectors := (len(w.data) + SectorSize - 1) / SectorSize
+			n := min(rng.IntN(sectors+1)*SectorSize, len(w.data))
+			copy(img[w.off:], w.data[:n])
+		}
+	}
+	r.durable, r.volatile, r.pending = img, append([]byte(nil), img...), nil
+}
+
+// TestMatchesReferenceModel: keeping only the volatile image and undoing
+// pending writes at a crash gives, seed for seed, what replaying them onto
+// a separate durable image gives.
+func TestMatchesReferenceModel(t *testing.T) {
+	const size = 3*chunkSize + 5000 // chunks, and a partial last one
+	noise := make([]byte, size)
+	for i := range noise {
+		noise[i] = byte(i*7 + i>>8 + 1)
+	}
+	for seed := range uint64(100) {
+		rng := rand.New(rand.NewPCG(seed, 1))
+		d := New(size)
+		ref := &refDisk{durable: make([]byte, size), volatile: make([]byte, size)}
+		for step := range 60 {
+			switch k := rng.IntN(10); {
+			case k < 6:
+				off := int64(rng.IntN(size / 256 * 256))
+				n := 1 + rng.IntN(min(3000, size-int(off)))
+				if rng.IntN(4) == 0 { // across chunks
+					n = 1 + rng.IntN(size-int(off))
+				}
+				p := make([]byte, n)
+				if rng.IntN(3) > 0 { // else zeroes
+					from := rng.IntN(size - n + 1)
+					copy(p, noise[from:])
+					p[0] = byte(step)
+				}
+				fua := k == 5
+				if fua {
+					d.WriteAtFUA(p, off)
+				} else {
+					d.WriteAt(p, off)
+				}
+				ref.write(p, off, fua)
+			case k < 8:
+				d.Sync()
+				ref.sync()
+			default:
+				cs := rng.Uint64()
+				if k == 8 {
+					d.Crash(cs)
+				} else {
+					d.PowerCut(cs)
+					d.Restart()
+				}
+				ref.crash(cs)
+				if !bytes.Equal(d.Bytes(), ref.volatile) {
+					t.Fatalf("seed %d step %d: image differs from the reference model after a crash", seed, step)
+				}
+			}
+			if step%10 == 9 && !bytes.Equal(d.Bytes(), ref.volatile) {
+				t.Fatalf("seed %d step %d: image differs from the reference model", seed, step)
+			}
+			if d.Pending() != len(ref.pending) {
+				t.Fatalf("seed %d step %d: %d pending, model %d", seed, step, d.Pending(), len(ref.pending))
+			}
+		}
 	}
 }
