@@ -24,7 +24,7 @@ test-unit:
 
 # The race detector needs cgo.
 test-race:
-	CGO_ENABLED=1 $(GO) test -race -count=1 ./nbd/... ./internal/store/ ./internal/daemon/ ./internal/control/
+	CGO_ENABLED=1 $(GO) test -race -count=1 ./nbd/... ./internal/store/ ./internal/daemon/ ./internal/control/ ./internal/volume/ ./activelog/
 
 test-fuzz:
 	FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh

@@ -13,6 +13,8 @@
 // before it is submitted (a cold extent waits for one shared transaction,
 // written by a single goroutine with the I/O outside the lock), sets the
 // bits of the peers that will not receive it, and releases the extents when
-// it completes. Evicting an extent first makes the bitmap pages covering
-// it durable. Close persists every dirty page and writes the clean marker.
+// it completes (a failed write is marked for every slot first). Evicting
+// an extent first makes the data written into it and the bitmap pages
+// covering it durable. Close flushes the data, persists every dirty page
+// and writes the clean marker.
 package volume

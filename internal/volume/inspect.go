@@ -98,6 +98,9 @@ func Inspect(s *Spec) (*Dump, error) {
 		return nil, fmt.Errorf("%s: %w", s.MetaPath, err)
 	}
 	l, probs := checkSuper(s, sb)
+	if p := newerCopy(info); p != "" {
+		probs = append(probs, p)
+	}
 	out := &Dump{
 		Schema: SchemaDump, Volume: s.Volume, Node: sb.Node, Placement: "internal", Path: s.MetaPath,
 		Problems: nonNil(probs),

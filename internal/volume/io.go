@@ -28,15 +28,22 @@ func (v *Volume) ReadAtNoWait(p []byte, off int64) (int, error) {
 // WriteAt claims the activity-log extents (waiting for a transaction if
 // one is cold), marks unreachable peers' bitmaps, then writes.
 func (v *Volume) WriteAt(p []byte, off int64) (int, error) {
-	t, err := v.begin(off, int64(len(p)))
-	if err != nil {
-		return 0, err
-	}
-	v.cp(PointBeforeData)
-	n, err := v.spec.Data.WriteAt(p, off)
-	v.cp(PointAfterData)
-	v.end(t)
-	return n, err
+	return v.write(p, off, v.spec.Data.WriteAt)
+}
+
+// write writes p at off with wr. A write touching more extents than one
+// ticket may claim (an NBD write may be 32 MiB; with a small al_extents
+// even two extents can be too many) is split at extent boundaries.
+func (v *Volume) write(p []byte, off int64, wr func([]byte, int64) (int, error)) (int, error) {
+	done := 0
+	err := v.chunks(off, int64(len(p)), func(o, m int64) error {
+		v.cp(PointBeforeData)
+		n, err := wr(p[o-off:o-off+m], o)
+		v.cp(PointAfterData)
+		done += n
+		return err
+	})
+	return done, err
 }
 
 // TryWriteAt is WriteAt when every extent is hot, and reports ok = false
@@ -51,29 +58,40 @@ func (v *Volume) TryWriteAt(p []byte, off int64) (int, bool, error) {
 		return 0, false, nil
 	}
 	n, err := v.spec.Data.WriteAt(p, off)
-	v.end(t)
+	v.endWrite(t, off, int64(len(p)), err)
 	return n, true, err
 }
 
 // WriteAtFUA is WriteAt made durable before it returns.
 func (v *Volume) WriteAtFUA(p []byte, off int64) (int, error) {
-	t, err := v.begin(off, int64(len(p)))
-	if err != nil {
-		return 0, err
+	return v.write(p, off, v.spec.Data.WriteAtFUA)
+}
+
+// endWrite ends a write. A failed write may have landed in part, or (once
+// peers connect) reached a peer and not this disk: its blocks are marked
+// out of sync for every slot before the ticket is released, so the bits
+// are persisted before its extents can go cold.
+func (v *Volume) endWrite(t *activelog.Ticket, off, n int64, err error) {
+	if err != nil && n > 0 {
+		v.mu.Lock()
+		for _, bm := range v.bms {
+			bm.SetRange(off, n)
+		}
+		v.mu.Unlock()
 	}
-	v.cp(PointBeforeData)
-	n, err := v.spec.Data.WriteAtFUA(p, off)
-	v.cp(PointAfterData)
 	v.end(t)
-	return n, err
 }
 
 // Flush makes every completed write durable.
 func (v *Volume) Flush() error { return v.spec.Data.Flush() }
 
 // chunks calls fn for pieces of [off, off+n) that each fit one
-// activity-log ticket (TRIM and WRITE_ZEROES may cover gigabytes).
+// activity-log ticket (TRIM and WRITE_ZEROES may cover gigabytes), each
+// between begin and endWrite.
 func (v *Volume) chunks(off, n int64, fn func(off, n int64) error) error {
+	if err := v.checkRange(off, n); err != nil {
+		return err
+	}
 	span := int64(v.al.MaxSpan()) // immutable after Open
 	for n > 0 {
 		end := (off>>activelog.ExtentShift + span) << activelog.ExtentShift
@@ -83,7 +101,7 @@ func (v *Volume) chunks(off, n int64, fn func(off, n int64) error) error {
 			return err
 		}
 		err = fn(off, m)
-		v.end(t)
+		v.endWrite(t, off, m, err)
 		if err != nil {
 			return err
 		}

@@ -120,12 +120,27 @@ func loadChecked(s *Spec) (*meta.Superblock, meta.LoadInfo, meta.Layout, error) 
 		return nil, info, meta.Layout{}, refuse("the metadata on %s is unreadable: %v; if it cannot be restored, "+
 			"`blkrep create-md --force %s` recreates it (the peers' bitmaps are lost: a full resync follows)", where, err, s.Volume)
 	}
+	if p := newerCopy(info); p != "" {
+		return nil, info, meta.Layout{}, refuse("the metadata on %s: %s; run that version", where, p)
+	}
 	l, probs := checkSuper(s, sb)
 	if len(probs) > 0 {
 		return nil, info, l, refuse("%s: %s; fix the configuration, or recreate the metadata with `blkrep create-md --force %s` (a full resync follows)",
 			where, joinProblems(probs), s.Volume)
 	}
 	return sb, info, l, nil
+}
+
+// newerCopy describes a superblock copy of a newer format, "" if none. A
+// newer blkrep wrote it, so the valid copy is older: using it would
+// overwrite the newer one at the next update.
+func newerCopy(info meta.LoadInfo) string {
+	for i, e := range info.CopyErr {
+		if errors.Is(e, meta.ErrFutureVersion) {
+			return fmt.Sprintf("superblock copy %d was written by a newer blkrep (%v)", i, e)
+		}
+	}
+	return ""
 }
 
 // checkSuper compares a loaded superblock with the spec and returns the
@@ -191,6 +206,8 @@ func Open(s Spec, o Options) (*Volume, error) {
 	for i, e := range info.CopyErr {
 		if e != nil {
 			v.recovered.SuperblockCopyErr[i] = e.Error()
+			v.log.Warn("superblock copy unusable: using the other one; the next superblock update rewrites it",
+				"meta", s.MetaPath, "copy", i, "err", e)
 		}
 	}
 
@@ -268,6 +285,13 @@ func Open(s Spec, o Options) (*Volume, error) {
 	return v, nil
 }
 
+// Recovery says what Open found about the previous run.
+func (v *Volume) Recovery() Recovery {
+	r := v.recovered // immutable after Open
+	r.HotExtents = slices.Clone(r.HotExtents)
+	return r
+}
+
 func slotNames(ps []meta.PeerSlot) string {
 	var out string
 	for i, p := range ps {
@@ -301,6 +325,12 @@ func (v *Volume) newGeneration() error {
 	if !v.justCreated.Load() {
 		return nil
 	}
+	v.mu.Lock()
+	closed := v.closed
+	v.mu.Unlock()
+	if closed {
+		return fmt.Errorf("volume %s: %w", v.spec.Volume, ErrClosed)
+	}
 	v.cp(PointBeforeGen)
 	sb := *v.sb
 	sb.Peers = slices.Clone(v.sb.Peers)
@@ -325,14 +355,16 @@ func (v *Volume) newGeneration() error {
 // transaction when an extent is cold.
 func (v *Volume) begin(off, n int64) (*activelog.Ticket, error) {
 	if v.justCreated.Load() {
-		if err := v.newGeneration(); err != nil {
+		if err := v.newGeneration(); errors.Is(err, ErrClosed) {
+			return nil, err
+		} else if err != nil {
 			return nil, v.setFailed(fmt.Errorf("writing the new data generation: %w", err))
 		}
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.failed != nil {
-		return nil, v.failed
+	if err := v.usableLocked(); err != nil {
+		return nil, err
 	}
 	t, err := v.al.Begin(off, n)
 	if err != nil {
@@ -343,10 +375,10 @@ func (v *Volume) begin(off, n int64) (*activelog.Ticket, error) {
 			v.wakeWriter()
 		}
 		v.cond.Wait()
-		if v.failed != nil {
+		if err := v.usableLocked(); err != nil {
 			if !t.Ready() {
 				v.al.Release(t)
-				return nil, v.failed
+				return nil, err
 			}
 			break
 		}
@@ -357,20 +389,50 @@ func (v *Volume) begin(off, n int64) (*activelog.Ticket, error) {
 
 // tryBegin is begin without waiting: nil when the write would wait.
 func (v *Volume) tryBegin(off, n int64) (*activelog.Ticket, error) {
+	if err := v.checkRange(off, n); err != nil {
+		return nil, err
+	}
 	if v.justCreated.Load() {
 		return nil, nil
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.failed != nil {
-		return nil, v.failed
+	if err := v.usableLocked(); err != nil {
+		return nil, err
 	}
 	t, err := v.al.TryBegin(off, n)
+	if errors.Is(err, activelog.ErrSpan) {
+		return nil, nil // WriteAt splits it
+	}
 	if t == nil || err != nil {
 		return nil, err
 	}
 	v.markLocked(off, n)
 	return t, nil
+}
+
+// ErrClosed is returned by writes after Close or Abandon.
+var ErrClosed = errors.New("volume: closed")
+
+// checkRange refuses a write outside the volume: with internal metadata it
+// would land in the metadata area.
+func (v *Volume) checkRange(off, n int64) error {
+	if off < 0 || n < 0 || off > v.spec.SizeBytes-n {
+		return fmt.Errorf("volume %s: [%d, +%d) is outside the %d-byte volume", v.spec.Volume, off, n, v.spec.SizeBytes)
+	}
+	return nil
+}
+
+// usableLocked says why a write may not start: the metadata failed or the
+// volume is shut down (its log writer is gone: a write would wait forever).
+func (v *Volume) usableLocked() error {
+	switch {
+	case v.failed != nil:
+		return v.failed
+	case v.closed:
+		return fmt.Errorf("volume %s: %w", v.spec.Volume, ErrClosed)
+	}
+	return nil
 }
 
 func (v *Volume) markLocked(off, n int64) {
@@ -474,6 +536,15 @@ func (v *Volume) step() bool {
 // must never be on disk before the bitmap pages of the extents it evicts.
 func (v *Volume) writeTransaction(tx *activelog.Transaction, ws []pageWrite) error {
 	v.cp(PointBeforePages)
+	if len(tx.Evicted) > 0 {
+		// The writes into the extents going cold completed, but may sit
+		// in a volatile cache: once the record is durable a crash no
+		// longer resyncs those extents, so their data must be durable
+		// first (a connected peer holds it).
+		if err := v.spec.Data.Flush(); err != nil {
+			return fmt.Errorf("flushing the data of the extents going cold: %w", err)
+		}
+	}
 	if err := v.pager.persist(ws); err != nil {
 		return err
 	}
@@ -500,6 +571,7 @@ func (v *Volume) Close() error {
 	}
 	v.closed = true
 	failed := v.failed
+	v.cond.Broadcast() // writers waiting for a ticket give up
 	v.mu.Unlock()
 	close(v.stop)
 	<-v.done
@@ -532,6 +604,11 @@ func (v *Volume) Close() error {
 	}
 	v.pageWrites.Add(uint64(len(ws)))
 	v.cp(PointCloseRecord)
+	// The clean marker says no hot extent needs a resync: every completed
+	// write must be durable before it is.
+	if err := v.spec.Data.Flush(); err != nil {
+		return fmt.Errorf("volume %s: flushing the data before the clean marker: %w", v.spec.Volume, err)
+	}
 	if _, err := v.md.WriteAtFUA(tx.Record, v.lay.ALOffset+tx.Offset()); err != nil {
 		return fmt.Errorf("volume %s: writing the clean marker: %w", v.spec.Volume, err)
 	}
@@ -563,6 +640,7 @@ func (v *Volume) Abandon() {
 	if !v.closed {
 		v.closed = true
 		close(v.stop)
+		v.cond.Broadcast() // writers waiting for a ticket give up
 	}
 	v.mu.Unlock()
 	<-v.done
