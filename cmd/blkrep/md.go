@@ -207,11 +207,11 @@ func printPeers(w io.Writer, indent string, peers []control.PeerSlot) {
 }
 
 func printMetadata(w io.Writer, size int64, m *control.Metadata) {
-	fmt.Fprintf(w, "    metadata %s in %s: %s of a %d-byte disk", m.Placement, m.Path, human(uint64(m.AreaBytes)), m.DiskBytes)
 	if m.Placement == "internal" {
-		fmt.Fprintf(w, " (exported %d bytes, the metadata at its end)", size)
+		fmt.Fprintf(w, "    metadata internal: the last %s of the %d-byte disk; %d bytes exported\n", human(uint64(m.AreaBytes)), m.DiskBytes, size)
+	} else {
+		fmt.Fprintf(w, "    metadata external in %s (%s); the %d-byte disk is exported whole\n", m.Path, human(uint64(m.AreaBytes)), m.DiskBytes)
 	}
-	fmt.Fprintln(w)
 	fmt.Fprintf(w, "             flags %s; generation %s; last shutdown %s\n", orNone(strings.Join(m.Flags, ", ")), m.Current, m.LastShutdown)
 	if m.Error != "" {
 		fmt.Fprintf(w, "             FAILED: %s\n", m.Error)
