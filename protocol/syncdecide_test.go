@@ -10,8 +10,12 @@ import (
 )
 
 func TestDecideRules(t *testing.T) {
-	a := func(cur, bm uint64, hist ...uint64) Gens { return Gens{Current: cur, Bitmap: bm, History: hist, Node: "alpha"} }
-	b := func(cur, bm uint64, hist ...uint64) Gens { return Gens{Current: cur, Bitmap: bm, History: hist, Node: "beta"} }
+	a := func(cur, bm uint64, hist ...uint64) Gens {
+		return Gens{Current: cur, Bitmap: bm, History: hist, Node: "alpha"}
+	}
+	b := func(cur, bm uint64, hist ...uint64) Gens {
+		return Gens{Current: cur, Bitmap: bm, History: hist, Node: "beta"}
+	}
 	crashed := func(g Gens) Gens { g.CrashedPrimary = true; return g }
 	dirty := func(g Gens, primary bool) Gens { g.Dirty, g.Primary = true, primary; return g }
 	for _, tc := range []struct {
