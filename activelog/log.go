@@ -207,6 +207,19 @@ func (l *Log) MaxSpan() int { return min(l.cfg.Extents, l.cfg.MaxUpdates) }
 //
 // A zero length touches no extent and is ready at once.
 func (l *Log) Begin(offBytes, length int64) (*Ticket, error) {
+	t, err := l.newTicket(offBytes, length)
+	if err != nil || t.Ready() {
+		return t, err
+	}
+	if !l.acquire(t) {
+		t.elem = l.waiting.PushBack(t)
+	}
+	return t, nil
+}
+
+// newTicket checks the range and returns its ticket, ready at once when it
+// touches no extent.
+func (l *Log) newTicket(offBytes, length int64) (*Ticket, error) {
 	first, n, err := ExtentRange(offBytes, length)
 	if err != nil {
 		return nil, err
@@ -217,10 +230,6 @@ func (l *Log) Begin(offBytes, length int64) (*Ticket, error) {
 	t := &Ticket{log: l, first: first, n: int(n)}
 	if t.n == 0 {
 		t.state = ticketReady
-		return t, nil
-	}
-	if !l.acquire(t) {
-		t.elem = l.waiting.PushBack(t)
 	}
 	return t, nil
 }
@@ -229,17 +238,9 @@ func (l *Log) Begin(offBytes, length int64) (*Ticket, error) {
 // ticket when every extent is hot (and the log open), and (nil, nil)
 // without queueing anything otherwise.
 func (l *Log) TryBegin(offBytes, length int64) (*Ticket, error) {
-	first, n, err := ExtentRange(offBytes, length)
-	if err != nil {
-		return nil, err
-	}
-	if n > int64(l.MaxSpan()) {
-		return nil, fmt.Errorf("%w: %d extents, at most %d", ErrSpan, n, l.MaxSpan())
-	}
-	t := &Ticket{log: l, first: first, n: int(n)}
-	if t.n == 0 {
-		t.state = ticketReady
-		return t, nil
+	t, err := l.newTicket(offBytes, length)
+	if err != nil || t.Ready() {
+		return t, err
 	}
 	if !l.acquire(t) {
 		return nil, nil

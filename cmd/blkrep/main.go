@@ -126,12 +126,20 @@ func status(args []string, cfgPath, node, sock string, stdout, stderr io.Writer)
 		return 1
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		enc.Encode(st)
-		return 0
+		return printJSON(stdout, stderr, st)
 	}
 	printStatus(stdout, st)
+	return 0
+}
+
+// printJSON writes v indented, the form every --json output takes.
+func printJSON(stdout, stderr io.Writer, v any) int {
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		fmt.Fprintln(stderr, "blkrep:", err)
+		return 1
+	}
 	return 0
 }
 

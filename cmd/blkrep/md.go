@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -137,10 +136,7 @@ func dumpMD(args []string, cfgPath, node string, stdout, stderr io.Writer) int {
 	}
 	d.InUse = inUse
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		enc.Encode(d)
-		return 0
+		return printJSON(stdout, stderr, d)
 	}
 	printDump(stdout, d)
 	return 0

@@ -109,27 +109,14 @@ func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
 }
 
 // WriteAt writes to the volatile image and remembers the write until Sync.
-func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err := d.check(off, len(p)); err != nil {
-		return 0, err
-	}
-	if d.dead {
-		return 0, ErrPowerCut
-	}
-	d.writes++
-	if d.failAt != 0 && d.writes == d.failAt {
-		return 0, ErrInjected
-	}
-	d.apply(p, off, false)
-	return len(p), nil
-}
+func (d *Disk) WriteAt(p []byte, off int64) (int, error) { return d.writeAt(p, off, false) }
 
 // WriteAtFUA writes p and makes that write (only) durable before it
 // returns, like a write with the FUA flag or RWF_DSYNC: a crash keeps it
 // whole, and earlier unsynced writes it overlaps cannot land over it.
-func (d *Disk) WriteAtFUA(p []byte, off int64) (int, error) {
+func (d *Disk) WriteAtFUA(p []byte, off int64) (int, error) { return d.writeAt(p, off, true) }
+
+func (d *Disk) writeAt(p []byte, off int64, fua bool) (int, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.check(off, len(p)); err != nil {
@@ -142,7 +129,7 @@ func (d *Disk) WriteAtFUA(p []byte, off int64) (int, error) {
 	if d.failAt != 0 && d.writes == d.failAt {
 		return 0, ErrInjected
 	}
-	d.apply(p, off, true)
+	d.apply(p, off, fua)
 	return len(p), nil
 }
 

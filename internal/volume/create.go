@@ -2,6 +2,7 @@ package volume
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -95,7 +96,7 @@ func Create(s *Spec, force bool) (*Created, error) {
 	crc := bitmap.PageChecksum(zero)
 	tab := make([]byte, l.PageCRCBytes)
 	for i := range bm.NumPages() {
-		putU32(tab[i*meta.PageCRCSize:], crc)
+		binary.LittleEndian.PutUint32(tab[i*meta.PageCRCSize:], crc)
 	}
 	chunk := make([]byte, min(l.BitmapBytes, 1<<20))
 	for slot := range g.PeerSlots {
@@ -134,10 +135,6 @@ func Create(s *Spec, force bool) (*Created, error) {
 		return nil, err
 	}
 	return out, nil
-}
-
-func putU32(b []byte, v uint32) {
-	b[0], b[1], b[2], b[3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
 }
 
 // firstNonZero scans [off, off+n) for a non-zero byte.

@@ -230,8 +230,7 @@ func Open(s Spec, o Options) (*Volume, error) {
 
 	// Peers to slots: a configured peer keeps its slot; a new one takes
 	// the first unused slot.
-	newSB := *sb
-	newSB.Peers = slices.Clone(sb.Peers)
+	newSB := cloneSuper(sb)
 	for _, p := range s.Peers {
 		slot := slices.IndexFunc(newSB.Peers, func(ps meta.PeerSlot) bool { return ps.Node == p })
 		if slot < 0 {
@@ -303,6 +302,14 @@ func slotNames(ps []meta.PeerSlot) string {
 	return out
 }
 
+// cloneSuper returns a copy of sb that shares nothing with it, to edit
+// and write while readers still use the original.
+func cloneSuper(sb *meta.Superblock) meta.Superblock {
+	c := *sb
+	c.Peers = slices.Clone(sb.Peers)
+	return c
+}
+
 // writeSuper persists sb as the new superblock. Call with ioMu held or
 // before the volume is shared.
 func (v *Volume) writeSuper(sb *meta.Superblock) error {
@@ -332,8 +339,7 @@ func (v *Volume) newGeneration() error {
 		return fmt.Errorf("volume %s: %w", v.spec.Volume, ErrClosed)
 	}
 	v.cp(PointBeforeGen)
-	sb := *v.sb
-	sb.Peers = slices.Clone(v.sb.Peers)
+	sb := cloneSuper(v.sb)
 	var b [8]byte
 	for sb.Current == 0 {
 		if _, err := rand.Read(b[:]); err != nil {
@@ -620,8 +626,7 @@ func (v *Volume) Close() error {
 		return err
 	}
 	v.cp(PointCloseSuper)
-	sb := *v.sb
-	sb.Peers = slices.Clone(v.sb.Peers)
+	sb := cloneSuper(v.sb)
 	sb.Flags = (sb.Flags | meta.FlagALClean) &^ meta.FlagPrimary
 	if len(v.spec.Peers) == 0 {
 		// Nobody to resync with: the crash is fully dealt with.

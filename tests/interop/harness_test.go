@@ -530,24 +530,9 @@ func (d *daemon) assertCleanExit(t testing.TB) {
 	}
 	// A clean exit leaves clean metadata: the activity log's clean marker,
 	// al-clean, not primary; the image is the volume plus the metadata area.
-	out, err := exec.Command(cliBin, "--config", d.cfgPath, "dump-md", "r0", "--json").Output()
+	md, err := d.dumpMD()
 	if err != nil {
 		t.Errorf("blkrep dump-md after shutdown: %v", err)
-		return
-	}
-	var md struct {
-		InUse      bool     `json:"in_use"`
-		Flags      []string `json:"flags"`
-		Superblock struct {
-			SizeBytes   int64 `json:"size_bytes"`
-			DeviceBytes int64 `json:"device_bytes"`
-		} `json:"superblock"`
-		ActivityLog struct {
-			Clean bool `json:"clean"`
-		} `json:"activity_log"`
-	}
-	if err := json.Unmarshal(out, &md); err != nil {
-		t.Errorf("dump-md output: %v\n%s", err, out)
 		return
 	}
 	if md.InUse || !md.ActivityLog.Clean || !slices.Contains(md.Flags, "al-clean") || slices.Contains(md.Flags, "primary") {
@@ -557,6 +542,32 @@ func (d *daemon) assertCleanExit(t testing.TB) {
 		t.Errorf("disk %s after shutdown: %v, size %d; metadata for %d exported bytes on %d; want %d exported",
 			d.diskPath, err, sizeOf(st), md.Superblock.SizeBytes, md.Superblock.DeviceBytes, d.size)
 	}
+}
+
+// mdDump mirrors the parts of blkrep.dump-md/v1 the tests read.
+type mdDump struct {
+	InUse      bool     `json:"in_use"`
+	Flags      []string `json:"flags"`
+	Superblock struct {
+		SizeBytes   int64 `json:"size_bytes"`
+		DeviceBytes int64 `json:"device_bytes"`
+	} `json:"superblock"`
+	ActivityLog struct {
+		Clean bool `json:"clean"`
+	} `json:"activity_log"`
+}
+
+// dumpMD reads the volume's metadata with `blkrep dump-md --json`.
+func (d *daemon) dumpMD() (mdDump, error) {
+	var md mdDump
+	out, err := exec.Command(cliBin, "--config", d.cfgPath, "dump-md", volumeName, "--json").Output()
+	if err != nil {
+		return md, err
+	}
+	if err := json.Unmarshal(out, &md); err != nil {
+		return md, fmt.Errorf("%v in %s", err, out)
+	}
+	return md, nil
 }
 
 func sizeOf(st os.FileInfo) int64 {
@@ -778,17 +789,9 @@ func (d *daemon) diskSize(t testing.TB) int64 {
 // internal metadata area, as the daemon created it.
 func (d *daemon) diskFileSize(t testing.TB) int64 {
 	t.Helper()
-	out, err := exec.Command(cliBin, "--config", d.cfgPath, "dump-md", "r0", "--json").Output()
-	if err != nil {
-		t.Fatalf("blkrep dump-md: %v", err)
-	}
-	var md struct {
-		Superblock struct {
-			DeviceBytes int64 `json:"device_bytes"`
-		} `json:"superblock"`
-	}
-	if err := json.Unmarshal(out, &md); err != nil || md.Superblock.DeviceBytes <= d.size {
-		t.Fatalf("dump-md: %v: %s", err, out)
+	md, err := d.dumpMD()
+	if err != nil || md.Superblock.DeviceBytes <= d.size {
+		t.Fatalf("blkrep dump-md: %v (device bytes %d)", err, md.Superblock.DeviceBytes)
 	}
 	return md.Superblock.DeviceBytes
 }
