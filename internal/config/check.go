@@ -19,11 +19,13 @@ import (
 // size. An external metadata file must exist likewise (or its directory, with
 // create) and be a regular file or block device of at least
 // LocalReplica.MetaFileBytes. Anything already at a socket path must be a socket
-// (one left by an earlier run is fine).
+// (one left by an earlier run is fine). If node holds a replica of a replicated
+// volume and the secret is in secret_file, LoadSecret must succeed.
 //
 // CheckNode only looks: it creates, opens for writing and removes nothing. The
 // error is ErrUnknownNode, or every problem found joined; each is an *Error
-// wrapping ErrDisk or ErrNoDir and the underlying cause (such as fs.ErrNotExist).
+// wrapping ErrDisk, ErrNoDir or ErrSecret and the underlying cause (such as
+// fs.ErrNotExist).
 func (c *Config) CheckNode(node string) error {
 	n, ok := c.Node(node)
 	if !ok {
@@ -33,6 +35,14 @@ func (c *Config) CheckNode(node string) error {
 	add := func(err error) {
 		if err != nil {
 			errs = append(errs, err)
+		}
+	}
+	if c.Cluster.SecretFile != "" {
+		for _, lr := range c.LocalReplicas(node) {
+			if lr.Volume.Replicated() {
+				add(checkSecret(c, node, lr.Volume.Name))
+				break
+			}
 		}
 	}
 	add(checkSocket(fmt.Sprintf("node %q", n.Name), "control_socket", n.ControlSocket))
@@ -47,6 +57,17 @@ func (c *Config) CheckNode(node string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkSecret checks that node, which holds a replica of the replicated volume
+// vol, can read the secret file.
+func checkSecret(c *Config, node, vol string) error {
+	_, err := c.LoadSecret()
+	e, ok := err.(*Error)
+	if !ok {
+		return err
+	}
+	return checkErr(e.Section, e.Key, []error{e}, "node %q needs it (it holds a replica of replicated volume %q): %s", node, vol, e.Problem)
 }
 
 func checkErr(section, key string, errs []error, format string, args ...any) error {

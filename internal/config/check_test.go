@@ -67,15 +67,20 @@ func TestExampleStandalone(t *testing.T) {
 }
 
 // checkConfig writes a file with volume r0 (size 1 MiB) on node alpha, with the
-// given replica keys, loads it and returns it with its directory.
+// given replica keys, and on node beta, loads it and returns it with its
+// directory.
 func checkConfig(t *testing.T, replicaKeys string) (*Config, string) {
 	t.Helper()
 	dir := t.TempDir()
 	in := `
+[cluster]
+secret = "0123456789abcdef"
 [[node]]
 name = "alpha"
+address = "10.0.0.1:7789"
 [[node]]
 name = "beta"
+address = "10.0.0.2:7789"
 [[volume]]
 name = "r0"
 size = "1MiB"

@@ -48,6 +48,80 @@ const (
 	MetaDiskNone     = "none"
 )
 
+// Replication: [cluster] secret and the replication keys of [[volume]].
+const (
+	// MinSecretBytes and MaxSecretBytes bound the shared secret (secret, or the
+	// content of secret_file once trailing whitespace is trimmed).
+	MinSecretBytes = 16
+	MaxSecretBytes = 1024
+
+	// DefaultProtocol is the default replication protocol; see Volume.Protocol.
+	DefaultProtocol = ProtocolC
+	// DefaultPingInterval, DefaultPingTimeout, DefaultTimeout and
+	// DefaultConnectInterval are the defaults of ping_interval, ping_timeout,
+	// timeout and connect_interval, bounded by the Min* and Max* below.
+	DefaultPingInterval    = 10 * time.Second
+	DefaultPingTimeout     = 500 * time.Millisecond
+	DefaultTimeout         = 6 * time.Second
+	DefaultConnectInterval = 3 * time.Second
+	MinPingInterval        = time.Second
+	MaxPingInterval        = 10 * time.Minute
+	MinPingTimeout         = 100 * time.Millisecond
+	MaxPingTimeout         = time.Minute
+	MinTimeout             = time.Second
+	MaxTimeout             = 10 * time.Minute
+	MinConnectInterval     = 100 * time.Millisecond
+	MaxConnectInterval     = 10 * time.Minute
+
+	// DefaultMaxEpochWrites is the default of max_epoch_writes, which is in
+	// [1, MaxEpochWritesLimit].
+	DefaultMaxEpochWrites = 2048
+	MaxEpochWritesLimit   = 65536
+
+	// DefaultResyncRateMax is the default resync_rate_max: unlimited (0).
+	DefaultResyncRateMax = 0
+	// DefaultResyncRateMin is the default resync_rate_min, in bytes per second.
+	DefaultResyncRateMin = 4 << 20
+	// DefaultResyncInFlight is the default resync_in_flight, in bytes; it is in
+	// [MinResyncInFlight, MaxResyncInFlight].
+	DefaultResyncInFlight = 8 << 20
+	MinResyncInFlight     = 64 << 10
+	MaxResyncInFlight     = 1 << 30
+	// RateUnlimited is the resync_rate_max value for no limit, stored as 0.
+	RateUnlimited = "unlimited"
+
+	// DefaultResyncChecksums and DefaultAfterSplitBrain are the defaults of
+	// resync_checksums and after_split_brain.
+	DefaultResyncChecksums = ResyncChecksumsAfterCrash
+	DefaultAfterSplitBrain = AfterSplitBrainDisconnect
+)
+
+// The values of protocol (as stored in Volume.Protocol; the file may use lower
+// case).
+const (
+	ProtocolA = "A" // a write completes once written locally and sent to the peers
+	ProtocolB = "B" // ... and received by the peers
+	ProtocolC = "C" // ... and written by the peers
+)
+
+// The values of resync_checksums: when a resync compares checksums of blocks
+// before sending them.
+const (
+	ResyncChecksumsAfterCrash = "after-crash"
+	ResyncChecksumsAlways     = "always"
+	ResyncChecksumsNever      = "never"
+)
+
+// The values of after_split_brain: what to do when two replicas that were both
+// written independently meet again.
+const (
+	AfterSplitBrainDisconnect            = "disconnect"
+	AfterSplitBrainDiscardZeroChanges    = "discard-zero-changes"
+	AfterSplitBrainDiscardLeastChanges   = "discard-least-changes"
+	AfterSplitBrainDiscardYoungerPrimary = "discard-younger-primary"
+	AfterSplitBrainDiscardSecondary      = "discard-secondary"
+)
+
 // Sentinel errors. Every error returned by Parse, Load and CheckNode is, or joins,
 // *Error values that unwrap to one or more of these; match them with errors.Is.
 var (
@@ -68,6 +142,9 @@ var (
 	// ErrNoDir: CheckNode found that a directory which must hold a socket or a disk
 	// to be created does not exist.
 	ErrNoDir = errors.New("config: directory does not exist")
+	// ErrSecret: LoadSecret (or CheckNode, through it) could not use secret_file:
+	// missing, unreadable, readable by other users, too short or too long.
+	ErrSecret = errors.New("config: secret not usable")
 )
 
 // Config is one parsed, statically valid cluster configuration. The same file is
@@ -83,6 +160,11 @@ type Config struct {
 // Cluster is the [cluster] table.
 type Cluster struct {
 	Name string
+	// Secret and SecretFile give the shared secret of the nodes' HMAC
+	// challenge-response; at most one is set, and one is whenever a volume is
+	// replicated. Read it with LoadSecret.
+	Secret     string // inline secret, MinSecretBytes to MaxSecretBytes, or ""
+	SecretFile string // absolute path of a file holding it, or ""
 }
 
 // Node is one [[node]] table.
@@ -90,6 +172,11 @@ type Node struct {
 	Name          string
 	ControlSocket string // absolute unix socket path
 	NBDTCP        string // "host:port" as written, or "" for no TCP listener
+	// Address is "host:port" as written, or "": where the node listens for its
+	// peers' replication connections and where they dial it. Never a wildcard
+	// host; set for every node holding a replica of a replicated volume.
+	Address string
+	Metrics string // "host:port" as written for the Prometheus endpoint, or ""
 }
 
 // Volume is one [[volume]] table.
@@ -110,6 +197,40 @@ type Volume struct {
 	// meta.MaxPeerSlots] and at least len(Replicas)-1.
 	PeerSlots int
 	Replicas  []Replica // at least one, at most one per node
+
+	// Replication; meaningful only when Replicated. Parse sets every field,
+	// with its default (Default...) when the key is absent.
+
+	// Protocol is ProtocolA, ProtocolB or ProtocolC: when a write completes.
+	Protocol string
+	// PingInterval is how often an idle connection is probed; PingTimeout (less
+	// than PingInterval) how long a ping may wait for its answer.
+	PingInterval time.Duration
+	PingTimeout  time.Duration
+	// Timeout is how long a write sent to a peer may wait for its
+	// acknowledgement before the peer is declared dead.
+	Timeout time.Duration
+	// ConnectInterval is the retry period while a peer is unreachable.
+	ConnectInterval time.Duration
+	// MaxEpochWrites: an epoch of replicated writes closes at every FLUSH or FUA
+	// and after at most this many writes; in [1, MaxEpochWritesLimit].
+	MaxEpochWrites int
+	// ResyncRateMax is the resync rate limit in bytes per second, 0 for none;
+	// ResyncRateMin (> 0, and <= ResyncRateMax unless that is 0) the rate the
+	// resync keeps even under application load.
+	ResyncRateMax int64
+	ResyncRateMin int64
+	// ResyncInFlight is the target amount of resync data in flight, in bytes,
+	// in [MinResyncInFlight, MaxResyncInFlight].
+	ResyncInFlight int64
+	// ResyncChecksums is ResyncChecksumsAfterCrash, ResyncChecksumsAlways or
+	// ResyncChecksumsNever.
+	ResyncChecksums string
+	// AfterSplitBrain is one of the AfterSplitBrain... values.
+	AfterSplitBrain string
+	// SplitBrainHandler is a command for /bin/sh -c, run by the daemon when it
+	// detects a split brain, as written; "" for none.
+	SplitBrainHandler string
 }
 
 // Replica is one [[volume.replica]] table: where a node keeps its copy of a volume.
@@ -237,6 +358,22 @@ func (v *Volume) Replica(node string) (*Replica, bool) {
 		}
 	}
 	return nil, false
+}
+
+// Replicated reports whether v has more than one replica, and so is replicated
+// over the network.
+func (v *Volume) Replicated() bool { return len(v.Replicas) > 1 }
+
+// Peers returns the nodes of v's replicas other than node's, in file order (all
+// of them if node holds no replica of v); nil if there are none.
+func (v *Volume) Peers(node string) []string {
+	var peers []string
+	for i := range v.Replicas {
+		if v.Replicas[i].Node != node {
+			peers = append(peers, v.Replicas[i].Node)
+		}
+	}
+	return peers
 }
 
 // LocalReplicas returns the replicas held by node, in volume order; nil for a node

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -33,6 +34,51 @@ name = "alpha"
 [[node]]
 name = "beta"
 `
+
+// testSecret is a valid inline secret.
+const testSecret = "0123456789abcdef"
+
+// twoPeers is twoNodes with what a replicated volume needs: a secret and an
+// address on each node.
+const twoPeers = `
+[cluster]
+secret = "` + testSecret + `"
+[[node]]
+name = "alpha"
+address = "10.0.0.1:7789"
+[[node]]
+name = "beta"
+address = "10.0.0.2:7789"
+`
+
+// peers returns volume r0 replicated on alpha and beta with the given extra
+// volume keys, after head (twoPeers or a variant of it).
+func peers(head, volumeKeys string) string {
+	return head + `
+[[volume]]
+name = "r0"
+size = "1MiB"
+` + volumeKeys + `
+  [[volume.replica]]
+  node = "alpha"
+  disk = "alpha-r0.img"
+  [[volume.replica]]
+  node = "beta"
+  disk = "beta-r0.img"
+`
+}
+
+// peersAddress returns peers(twoPeers, "") with the address line of alpha
+// (10.0.0.1:7789) or beta (10.0.0.2:7789) replaced by line.
+func peersAddress(name, line string) string {
+	old := map[string]string{"alpha": `address = "10.0.0.1:7789"`, "beta": `address = "10.0.0.2:7789"`}[name]
+	return peers(strings.Replace(twoPeers, old, line, 1), "")
+}
+
+// peersNode returns peers(twoPeers, "") with extra keys for node name.
+func peersNode(name, nodeKeys string) string {
+	return peers(strings.Replace(twoPeers, `name = "`+name+`"`, `name = "`+name+`"`+"\n"+nodeKeys, 1), "")
+}
 
 // vol returns a volume table named name with one replica on node and the given
 // extra replica keys.
@@ -207,14 +253,99 @@ var parseErrorCases = []struct {
 	{"meta_disk is the nbd_socket", minimal + "  nbd_socket = \"r0.sock\"\n  meta_disk = \"r0.sock\"\n", []string{`config: volume "r0" replica for node "alpha": meta_disk: /etc/blkrep/r0.sock on node "alpha" is also the nbd_socket of volume "r0" replica for node "alpha"`}, nil},
 	{"meta_disk is the control_socket", minimal + "  meta_disk = \"alpha.ctl\"\n", []string{`config: volume "r0" replica for node "alpha": meta_disk: /etc/blkrep/alpha.ctl on node "alpha" is also the control_socket (default) of node "alpha"`}, nil},
 	{"disk is a socket of the node", strings.Replace(minimal, `disk = "alpha-r0.img"`, `disk = "alpha.ctl"`, 1), []string{`config: volume "r0" replica for node "alpha": disk: /etc/blkrep/alpha.ctl on node "alpha" is also the control_socket (default) of node "alpha"`}, nil},
+
+	// Replication: [cluster] secret, secret_file.
+	{"secret missing", peers(strings.Replace(twoPeers, "secret = \""+testSecret+"\"", "", 1), ""), []string{`config: cluster: secret: is required because volume "r0" has 2 replicas (the nodes authenticate each other with it): set secret, or secret_file to the path of a file holding it; generate one with: head -c 32 /dev/urandom | base64`}, nil},
+	{"secret too short", peers(strings.Replace(twoPeers, testSecret, "hunter2", 1), ""), []string{`config: cluster: secret: is 7 bytes long; it must be 16 to 1024 bytes (generate one with: head -c 32 /dev/urandom | base64)`}, nil},
+	{"secret too long", "[cluster]\nsecret = \"" + strings.Repeat("s", 1025) + "\"\n" + minimal, []string{`config: cluster: secret: is 1025 bytes long; it must be 16 to 1024 bytes`}, nil},
+	{"secret empty", "[cluster]\nsecret = \"\"\n" + minimal, []string{`config: cluster: secret: is 0 bytes long; it must be 16 to 1024 bytes`}, nil},
+	{"secret type", "[cluster]\nsecret = 1234567890123456789\n" + minimal, []string{`config: cluster: secret: must be a string, not an integer`}, nil},
+	{"secret_file empty", "[cluster]\nsecret_file = \"\"\n" + minimal, []string{`config: cluster: secret_file: must not be empty (leave the key out instead)`}, nil},
+	{"secret_file type", "[cluster]\nsecret_file = true\n" + minimal, []string{`config: cluster: secret_file: must be a string, not a boolean`}, nil},
+	{"secret_file NUL", "[cluster]\nsecret_file = \"a\\u0000b\"\n" + minimal, []string{`config: cluster: secret_file: path "a\x00b" contains a NUL byte`}, nil},
+	{"secret and secret_file", peers(strings.Replace(twoPeers, "[cluster]", "[cluster]\nsecret_file = \"secret\"", 1), ""), []string{`config: cluster: secret_file: cannot be set together with secret: keep one (secret_file keeps the secret out of this file, which every node has)`}, nil},
+
+	// Replication: [[node]] address, metrics.
+	{"address missing", peers(strings.Replace(twoPeers, "address = \"10.0.0.2:7789\"", "", 1), ""), []string{`config: node "beta": address: is required because it holds a replica of replicated volume "r0"`}, nil},
+	{"address missing on both", peers(strings.NewReplacer("address = \"10.0.0.1:7789\"", "", "address = \"10.0.0.2:7789\"", "").Replace(twoPeers), ""), []string{`config: node "alpha": address: is required because it holds a replica of replicated volume "r0"` + "\n" + `config: node "beta": address: is required because it holds a replica of replicated volume "r0"`}, nil},
+	{"address empty host", peersAddress("alpha", `address = ":7789"`), []string{`config: node "alpha": address: ":7789": the host must be an address the peers can dial, not a wildcard (empty, 0.0.0.0 or ::); write this node's own IP address or host name, e.g. "10.0.0.1:7789"`}, nil},
+	{"address 0.0.0.0", peersAddress("alpha", `address = "0.0.0.0:7789"`), []string{`config: node "alpha": address: "0.0.0.0:7789": the host must be an address the peers can dial, not a wildcard`}, nil},
+	{"address ::", peersAddress("alpha", `address = "[::]:7789"`), []string{`config: node "alpha": address: "[::]:7789": the host must be an address the peers can dial, not a wildcard`}, nil},
+	{"address mapped 0.0.0.0", peersAddress("alpha", `address = "[::ffff:0.0.0.0]:7789"`), []string{`config: node "alpha": address: "[::ffff:0.0.0.0]:7789": the host must be an address the peers can dial`}, nil},
+	{"address no port", peersAddress("alpha", `address = "10.0.0.1"`), []string{`config: node "alpha": address: "10.0.0.1": must be host:port (missing port in address)`}, nil},
+	{"address port 0", peersAddress("alpha", `address = "10.0.0.1:0"`), []string{`config: node "alpha": address: "10.0.0.1:0": port "0" must be a number from 1 to 65535`}, nil},
+	{"address port name", peersAddress("alpha", `address = "10.0.0.1:drbd"`), []string{`config: node "alpha": address: "10.0.0.1:drbd": port "drbd" must be a number from 1 to 65535`}, nil},
+	{"address bad host", peersAddress("alpha", `address = "a_b:7789"`), []string{`config: node "alpha": address: "a_b:7789": host "a_b" is neither an IP address nor a host name`}, nil},
+	{"address empty", peersAddress("alpha", `address = ""`), []string{`config: node "alpha": address: must not be empty (leave the key out instead)`}, nil},
+	{"address type", peersAddress("alpha", `address = 7789`), []string{`config: node "alpha": address: must be a string, not an integer`}, nil},
+	{"address twice", peersAddress("beta", `address = "10.0.0.1:7789"`), []string{`config: node "beta": address: 10.0.0.1:7789 clashes with address of node "alpha" (10.0.0.1:7789)`}, nil},
+	{"address is own nbd_tcp", peersNode("alpha", `nbd_tcp = "10.0.0.1:7789"`), []string{`config: node "alpha": address: 10.0.0.1:7789 clashes with nbd_tcp of node "alpha" (10.0.0.1:7789)`}, nil},
+	{"address is another's nbd_tcp wildcard", peersNode("alpha", `nbd_tcp = ":7789"`), []string{`config: node "beta": address: 10.0.0.2:7789 clashes with nbd_tcp of node "alpha" (:7789)`}, nil},
+	{"metrics no port", peersNode("alpha", `metrics = "localhost"`), []string{`config: node "alpha": metrics: "localhost": must be host:port (missing port in address)`}, nil},
+	{"metrics type", peersNode("alpha", `metrics = 9100`), []string{`config: node "alpha": metrics: must be a string, not an integer`}, nil},
+	{"metrics empty", peersNode("alpha", `metrics = ""`), []string{`config: node "alpha": metrics: must not be empty`}, nil},
+	{"metrics is the address", peersNode("alpha", `metrics = "10.0.0.1:7789"`), []string{`config: node "alpha": metrics: 10.0.0.1:7789 clashes with address of node "alpha" (10.0.0.1:7789)`}, nil},
+	{"metrics wildcards on one port", strings.Replace(peersNode("alpha", `metrics = ":9100"`), `address = "10.0.0.2:7789"`, "address = \"10.0.0.2:7789\"\nmetrics = \"[::]:9100\"", 1), []string{`config: node "beta": metrics: [::]:9100 clashes with metrics of node "alpha" (:9100)`}, nil},
+
+	// Replication: [[volume]] keys.
+	{"protocol unknown", peers(twoPeers, `protocol = "D"`), []string{`config: volume "r0": protocol: "D" must be "A", "B" or "C" (a write completes once written locally and A: sent to the peers, B: received by them, C: written by them)`}, nil},
+	{"protocol long", peers(twoPeers, `protocol = "protocol C"`), []string{`config: volume "r0": protocol: "protocol C" must be "A", "B" or "C"`}, nil},
+	{"protocol type", peers(twoPeers, `protocol = 3`), []string{`config: volume "r0": protocol: must be a string, not an integer`}, nil},
+	{"ping_interval too short", peers(twoPeers, `ping_interval = "500ms"`), []string{`config: volume "r0": ping_interval: "500ms" is out of range: it must be from 1s to 10m`}, nil},
+	{"ping_interval too long", peers(twoPeers, `ping_interval = "1h"`), []string{`config: volume "r0": ping_interval: "1h" is out of range: it must be from 1s to 10m`}, nil},
+	{"ping_interval negative", peers(twoPeers, `ping_interval = "-10s"`), []string{`config: volume "r0": ping_interval: "-10s" is out of range`}, nil},
+	{"ping_interval invalid", peers(twoPeers, `ping_interval = "10"`), []string{`config: volume "r0": ping_interval: invalid duration "10" (use a Go duration such as "500ms" or "10s")`}, nil},
+	{"ping_interval integer", peers(twoPeers, `ping_interval = 10`), []string{`config: volume "r0": ping_interval: 10 has no unit: use a string such as "10s" or "10ms"`}, nil},
+	{"ping_interval bool", peers(twoPeers, `ping_interval = true`), []string{`config: volume "r0": ping_interval: must be a duration string such as "500ms", not a boolean`}, nil},
+	{"ping_timeout too short", peers(twoPeers, `ping_timeout = "50ms"`), []string{`config: volume "r0": ping_timeout: "50ms" is out of range: it must be from 100ms to 1m`}, nil},
+	{"ping_timeout too long", peers(twoPeers, "ping_interval = \"5m\"\nping_timeout = \"90s\""), []string{`config: volume "r0": ping_timeout: "90s" is out of range: it must be from 100ms to 1m`}, nil},
+	{"ping_timeout not less than ping_interval", peers(twoPeers, "ping_interval = \"5s\"\nping_timeout = \"5s\""), []string{`config: volume "r0": ping_timeout: 5s must be less than ping_interval (5s): a ping is answered before the next one is due`}, nil},
+	{"ping_timeout not less than default ping_interval", peers(twoPeers, `ping_timeout = "30s"`), []string{`config: volume "r0": ping_timeout: 30s must be less than ping_interval (10s, the default): a ping is answered before the next one is due`}, nil},
+	{"ping_interval less than default ping_timeout", peers(twoPeers, `ping_interval = "1s"`+"\n"+`ping_timeout = "1.5s"`), []string{`config: volume "r0": ping_timeout: 1.5s must be less than ping_interval (1s)`}, nil},
+	{"timeout too short", peers(twoPeers, `timeout = "999ms"`), []string{`config: volume "r0": timeout: "999ms" is out of range: it must be from 1s to 10m`}, nil},
+	{"timeout too long", peers(twoPeers, `timeout = "10m1s"`), []string{`config: volume "r0": timeout: "10m1s" is out of range: it must be from 1s to 10m`}, nil},
+	{"timeout zero", peers(twoPeers, `timeout = 0`), []string{`config: volume "r0": timeout: 0 has no unit`}, nil},
+	{"connect_interval too short", peers(twoPeers, `connect_interval = "10ms"`), []string{`config: volume "r0": connect_interval: "10ms" is out of range: it must be from 100ms to 10m`}, nil},
+	{"connect_interval too long", peers(twoPeers, `connect_interval = "2h"`), []string{`config: volume "r0": connect_interval: "2h" is out of range: it must be from 100ms to 10m`}, nil},
+	{"connect_interval type", peers(twoPeers, `connect_interval = 1.5`), []string{`config: volume "r0": connect_interval: must be a duration string such as "500ms", not a float`}, nil},
+	{"max_epoch_writes zero", peers(twoPeers, `max_epoch_writes = 0`), []string{`config: volume "r0": max_epoch_writes: 0 is out of range: it must be from 1 to 65536`}, nil},
+	{"max_epoch_writes too big", peers(twoPeers, `max_epoch_writes = 65537`), []string{`config: volume "r0": max_epoch_writes: 65537 is out of range: it must be from 1 to 65536`}, nil},
+	{"max_epoch_writes string", peers(twoPeers, `max_epoch_writes = "2048"`), []string{`config: volume "r0": max_epoch_writes: must be an integer, not a string`}, nil},
+	{"resync_rate_max zero", peers(twoPeers, `resync_rate_max = 0`), []string{`config: volume "r0": resync_rate_max: 0 bytes/s must be positive (write "unlimited" for no limit)`}, nil},
+	{"resync_rate_max zero string", peers(twoPeers, `resync_rate_max = "0MiB/s"`), []string{`config: volume "r0": resync_rate_max: "0MiB/s" (0 bytes/s) must be positive (write "unlimited" for no limit)`}, nil},
+	{"resync_rate_max negative", peers(twoPeers, `resync_rate_max = -1`), []string{`config: volume "r0": resync_rate_max: -1 bytes/s must be positive`}, nil},
+	{"resync_rate_max per minute", peers(twoPeers, `resync_rate_max = "100MiB/min"`), []string{`config: volume "r0": resync_rate_max: invalid rate "100MiB/min" (write a size per second such as "100MiB/s"): unknown unit "MiB/min" (use B, KiB`}, []error{ErrSize}},
+	{"resync_rate_max word", peers(twoPeers, `resync_rate_max = "fast"`), []string{`config: volume "r0": resync_rate_max: invalid rate "fast" (write a size per second such as "100MiB/s"): must start with a number`}, []error{ErrSize}},
+	{"resync_rate_max only unit", peers(twoPeers, `resync_rate_max = "/s"`), []string{`config: volume "r0": resync_rate_max: invalid rate "/s" (write a size per second such as "100MiB/s"): must start with a number`}, []error{ErrSize}},
+	{"resync_rate_max float", peers(twoPeers, `resync_rate_max = 1e8`), []string{`config: volume "r0": resync_rate_max: must be "unlimited", an integer number of bytes per second or a string such as "100MiB/s", not a float`}, nil},
+	{"resync_rate_min unlimited", peers(twoPeers, `resync_rate_min = "unlimited"`), []string{`config: volume "r0": resync_rate_min: "unlimited": a minimum cannot be unlimited; write a rate such as "4MiB/s"`}, nil},
+	{"resync_rate_min zero", peers(twoPeers, `resync_rate_min = "0"`), []string{`config: volume "r0": resync_rate_min: "0" (0 bytes/s) must be positive`}, nil},
+	{"resync_rate_min type", peers(twoPeers, `resync_rate_min = [1]`), []string{`config: volume "r0": resync_rate_min: must be an integer number of bytes per second or a string such as "4MiB/s", not an array`}, nil},
+	{"resync_rate_min bad unit", peers(twoPeers, `resync_rate_min = "4Mbit/s"`), []string{`config: volume "r0": resync_rate_min: invalid rate "4Mbit/s" (write a size per second such as "100MiB/s"): unknown unit "Mbit"`}, []error{ErrSize}},
+	{"resync_rate_min above max", peers(twoPeers, "resync_rate_max = \"50MiB/s\"\nresync_rate_min = \"60MiB/s\""), []string{`config: volume "r0": resync_rate_min: "60MiB/s" (62914560 bytes/s) is more than resync_rate_max, "50MiB/s" (52428800 bytes/s); the minimum must not exceed the limit`}, nil},
+	{"default resync_rate_min above max", peers(twoPeers, `resync_rate_max = "1MiB/s"`), []string{`config: volume "r0": resync_rate_min: the default of "4MiB/s" (4194304 bytes/s) is more than resync_rate_max, "1MiB/s" (1048576 bytes/s); the minimum must not exceed the limit`}, nil},
+	{"resync_in_flight too small", peers(twoPeers, `resync_in_flight = "32KiB"`), []string{`config: volume "r0": resync_in_flight: "32KiB" (32768 bytes) is out of range: it must be from 65536 (64KiB) to 1073741824 (1GiB)`}, nil},
+	{"resync_in_flight too big", peers(twoPeers, `resync_in_flight = 1073741825`), []string{`config: volume "r0": resync_in_flight: 1073741825 bytes is out of range: it must be from 65536 (64KiB) to 1073741824 (1GiB)`}, nil},
+	{"resync_in_flight bad unit", peers(twoPeers, `resync_in_flight = "8MiB/s"`), []string{`config: volume "r0": resync_in_flight: invalid size "8MiB/s": unknown unit "MiB/s"`}, []error{ErrSize}},
+	{"resync_in_flight float", peers(twoPeers, `resync_in_flight = 8.0`), []string{`config: volume "r0": resync_in_flight: must be an integer number of bytes or a string such as "8MiB", not a float`}, nil},
+	{"resync_checksums unknown", peers(twoPeers, `resync_checksums = "sometimes"`), []string{`config: volume "r0": resync_checksums: "sometimes" must be "after-crash", "always" or "never"`}, nil},
+	{"resync_checksums underscore", peers(twoPeers, `resync_checksums = "after_crash"`), []string{`config: volume "r0": resync_checksums: "after_crash" must be "after-crash", "always" or "never" (did you mean "after-crash"?)`}, nil},
+	{"resync_checksums type", peers(twoPeers, `resync_checksums = false`), []string{`config: volume "r0": resync_checksums: must be a string, not a boolean`}, nil},
+	{"after_split_brain unknown", peers(twoPeers, `after_split_brain = "discard-everything"`), []string{`config: volume "r0": after_split_brain: "discard-everything" must be "disconnect", "discard-zero-changes", "discard-least-changes", "discard-younger-primary" or "discard-secondary"`}, nil},
+	{"after_split_brain case", peers(twoPeers, `after_split_brain = "Discard_Secondary"`), []string{`after_split_brain: "Discard_Secondary" must be "disconnect", `, `(did you mean "discard-secondary"?)`}, nil},
+	{"after_split_brain type", peers(twoPeers, `after_split_brain = 1`), []string{`config: volume "r0": after_split_brain: must be a string, not an integer`}, nil},
+	{"split_brain_handler empty", peers(twoPeers, `split_brain_handler = ""`), []string{`config: volume "r0": split_brain_handler: must not be empty (leave the key out instead)`}, nil},
+	{"split_brain_handler NUL", peers(twoPeers, `split_brain_handler = "a\u0000b"`), []string{`config: volume "r0": split_brain_handler: command "a\x00b" contains a NUL byte`}, nil},
+	{"split_brain_handler type", peers(twoPeers, `split_brain_handler = ["/bin/true"]`), []string{`config: volume "r0": split_brain_handler: must be a string, not an array`}, nil},
 }
 
-// replicated returns a volume r0 with n replicas on nodes n1..nN and the given
-// extra volume keys.
+// replicated returns a volume r0 with n replicas on nodes n1..nN (with
+// addresses, and a cluster secret) and the given extra volume keys.
 func replicated(n int, volumeKeys string) string {
 	var b strings.Builder
+	b.WriteString("[cluster]\nsecret = \"" + testSecret + "\"\n")
 	for i := 1; i <= n; i++ {
-		fmt.Fprintf(&b, "[[node]]\nname = \"n%d\"\n", i)
+		fmt.Fprintf(&b, "[[node]]\nname = \"n%d\"\naddress = \"10.0.0.%d:7789\"\n", i, i)
 	}
 	b.WriteString("[[volume]]\nname = \"r0\"\nsize = \"1MiB\"\n" + volumeKeys + "\n")
 	for i := 1; i <= n; i++ {
@@ -329,7 +460,10 @@ device_timeout = "x"
 // TestNoCascade: a problem with a node is reported once, not again by every
 // replica that names it.
 func TestNoCascade(t *testing.T) {
-	for _, name := range []string{"no node", "node name missing", "node name invalid", "node name type", "duplicate node"} {
+	for _, name := range []string{"no node", "node name missing", "node name invalid", "node name type", "duplicate node",
+		"secret too short", "secret_file empty", "secret and secret_file", "address empty host", "address no port", "address type",
+		"address twice", "ping_interval invalid", "ping_timeout too long", "ping_timeout not less than ping_interval",
+		"resync_rate_max zero", "resync_rate_min above max", "resync_rate_min unlimited"} {
 		for _, tc := range parseErrorCases {
 			if tc.name != name {
 				continue
@@ -366,8 +500,8 @@ func TestParseAccepts(t *testing.T) {
 		{"durations long", volKeys("size = 4096\ndevice_timeout = \"1h30m\"\ndead_conn_timeout = \"10m\"")},
 		{"block sizes", volKeys("size = 4096\nblock_size = 512") + strings.Replace(vol("r1", "alpha", ""), `size = "1MiB"`, "size = 4096\nblock_size = 1024", 1)},
 		{"description limit", volKeys("size = 4096\ndescription = \"" + strings.Repeat("d", 4096) + "\"")},
-		{"same disk on two nodes", twoNodes + vol("r0", "alpha", "") + "  [[volume.replica]]\n  node = \"beta\"\n  disk = \"alpha-r0.img\"\n"},
-		{"same device on two nodes", twoNodes + vol("r0", "alpha", `  device = "/dev/nbd0"`) + "  [[volume.replica]]\n  node = \"beta\"\n  disk = \"b.img\"\n  device = \"/dev/nbd0\"\n"},
+		{"same disk on two nodes", twoPeers + vol("r0", "alpha", "") + "  [[volume.replica]]\n  node = \"beta\"\n  disk = \"alpha-r0.img\"\n"},
+		{"same device on two nodes", twoPeers + vol("r0", "alpha", `  device = "/dev/nbd0"`) + "  [[volume.replica]]\n  node = \"beta\"\n  disk = \"b.img\"\n  device = \"/dev/nbd0\"\n"},
 		{"nbd_tcp distinct hosts", strings.Replace(strings.Replace(twoNodes, `name = "alpha"`, "name = \"alpha\"\nnbd_tcp = \"127.0.0.1:10809\"", 1), `name = "beta"`, "name = \"beta\"\nnbd_tcp = \"127.0.0.2:10809\"", 1) + vol("r0", "alpha", "")},
 		{"nbd_tcp distinct ports", strings.Replace(strings.Replace(twoNodes, `name = "alpha"`, "name = \"alpha\"\nnbd_tcp = \":10809\"", 1), `name = "beta"`, "name = \"beta\"\nnbd_tcp = \":10810\"", 1) + vol("r0", "alpha", "")},
 		{"node without replica", twoNodes + vol("r0", "alpha", "")},
@@ -380,16 +514,165 @@ func TestParseAccepts(t *testing.T) {
 		{"4 replicas with default peer_slots", replicated(4, "")},
 		{"meta_disk none alone", minimal + "  meta_disk = \"none\"\n"},
 		{"meta_disk file called internal", minimal + "  meta_disk = \"./internal\"\n"},
-		{"same meta_disk on two nodes", twoNodes + vol("r0", "alpha", `  meta_disk = "r0.meta"`) + "  [[volume.replica]]\n  node = \"beta\"\n  disk = \"b.img\"\n  meta_disk = \"r0.meta\"\n"},
-		{"meta_disk on another node's disk", twoNodes + vol("r0", "alpha", `  meta_disk = "b.img"`) + "  [[volume.replica]]\n  node = \"beta\"\n  disk = \"b.img\"\n"},
+		{"same meta_disk on two nodes", twoPeers + vol("r0", "alpha", `  meta_disk = "r0.meta"`) + "  [[volume.replica]]\n  node = \"beta\"\n  disk = \"b.img\"\n  meta_disk = \"r0.meta\"\n"},
+		{"meta_disk on another node's disk", twoPeers + vol("r0", "alpha", `  meta_disk = "b.img"`) + "  [[volume.replica]]\n  node = \"beta\"\n  disk = \"b.img\"\n"},
 		{"huge size with external metadata", volSize(`size = "8388607TiB"`) + "  meta_disk = \"/srv/r0.meta\"\n"},
 		{"huge size without metadata", volSize(`size = "8388607TiB"`) + "  meta_disk = \"none\"\n"},
+
+		// Replication.
+		{"replicated", peers(twoPeers, "")},
+		{"replication keys on a single replica", volKeys("size = 4096\nprotocol = \"A\"\nping_interval = \"1s\"\nresync_rate_max = \"1MiB/s\"\nresync_rate_min = 1")},
+		{"secret shortest", peers(strings.Replace(twoPeers, testSecret, strings.Repeat("s", 16), 1), "")},
+		{"secret longest", peers(strings.Replace(twoPeers, testSecret, strings.Repeat("s", 1024), 1), "")},
+		{"secret_file", peers(strings.Replace(twoPeers, `secret = "`+testSecret+`"`, `secret_file = "/etc/blkrep/secret"`, 1), "")},
+		{"secret without replication", "[cluster]\nsecret = \"" + testSecret + "\"\n" + minimal},
+		{"witness without address", peers(twoPeers+"[[node]]\nname = \"witness\"\n", "")},
+		{"address on a node without replica", minimal + "[[node]]\nname = \"beta\"\naddress = \"10.0.0.2:7789\"\n"},
+		{"addresses on one host", peers(strings.NewReplacer("10.0.0.1:7789", "127.0.0.1:7789", "10.0.0.2:7789", "127.0.0.1:7790").Replace(twoPeers), "")},
+		{"address host names and IPv6", peers(strings.NewReplacer("10.0.0.1:7789", "alpha.example.com:7789", "10.0.0.2:7789", "[fd00::2]:7789").Replace(twoPeers), "")},
+		{"address and nbd_tcp on one host", peersNode("alpha", `nbd_tcp = "10.0.0.1:10809"`)},
+		{"metrics wildcard", peersNode("alpha", `metrics = ":9100"`)},
+		{"protocol lower case", peers(twoPeers, `protocol = "a"`)},
+		{"durations shortest", peers(twoPeers, "ping_interval = \"1s\"\nping_timeout = \"999ms\"\ntimeout = \"1s\"\nconnect_interval = \"100ms\"")},
+		{"durations longest", peers(twoPeers, "ping_interval = \"10m\"\nping_timeout = \"1m\"\ntimeout = \"10m\"\nconnect_interval = \"10m\"")},
+		{"max_epoch_writes bounds", peers(twoPeers, "max_epoch_writes = 1") + strings.Replace(strings.Replace(vol("r1", "alpha", ""), `size = "1MiB"`, "size = \"1MiB\"\nmax_epoch_writes = 65536", 1), "alpha-r1", "a1", 1)},
+		{"resync rates equal", peers(twoPeers, "resync_rate_max = \"4MiB/s\"\nresync_rate_min = \"4MiB\"")},
+		{"resync_in_flight bounds", peers(twoPeers, `resync_in_flight = "64KiB"`) + strings.Replace(vol("r1", "alpha", ""), `size = "1MiB"`, "size = \"1MiB\"\nresync_in_flight = \"1GiB\"", 1)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := Parse([]byte(tc.toml), testDir); err != nil {
 				t.Errorf("Parse: %v\ninput:\n%s", err, tc.toml)
 			}
 		})
+	}
+}
+
+// TestReplicationValues: the replication keys of [[volume]], their forms and
+// defaults.
+func TestReplicationValues(t *testing.T) {
+	type repl struct {
+		protocol                                 string
+		pingInterval, pingTimeout, timeout, conn time.Duration
+		epoch                                    int
+		rateMax, rateMin, inFlight               int64
+		checksums, afterSplitBrain, handler      string
+	}
+	def := repl{"C", 10 * time.Second, 500 * time.Millisecond, 6 * time.Second, 3 * time.Second, 2048, 0, 4 << 20, 8 << 20, "after-crash", "disconnect", ""}
+	with := func(f func(*repl)) repl {
+		r := def
+		f(&r)
+		return r
+	}
+	for _, tc := range []struct {
+		keys string
+		want repl
+	}{
+		{"", def},
+		{`protocol = "A"`, with(func(r *repl) { r.protocol = "A" })},
+		{`protocol = "b"`, with(func(r *repl) { r.protocol = "B" })},
+		{`protocol = "c"`, def},
+		{`ping_interval = "1m30s"`, with(func(r *repl) { r.pingInterval = 90 * time.Second })},
+		{`ping_timeout = "1.5s"`, with(func(r *repl) { r.pingTimeout = 1500 * time.Millisecond })},
+		{`timeout = "2500ms"`, with(func(r *repl) { r.timeout = 2500 * time.Millisecond })},
+		{`connect_interval = "250ms"`, with(func(r *repl) { r.conn = 250 * time.Millisecond })},
+		{`max_epoch_writes = 100`, with(func(r *repl) { r.epoch = 100 })},
+		{`resync_rate_max = "unlimited"`, def},
+		{`resync_rate_max = " Unlimited "`, def},
+		{`resync_rate_max = "100MiB/s"`, with(func(r *repl) { r.rateMax = 100 << 20 })},
+		{`resync_rate_max = "100 MiB/s"`, with(func(r *repl) { r.rateMax = 100 << 20 })},
+		{`resync_rate_max = "1G/S"`, with(func(r *repl) { r.rateMax = 1 << 30 })},
+		{`resync_rate_max = "100MB"`, with(func(r *repl) { r.rateMax = 100e6 })},
+		{`resync_rate_max = "5000000"`, with(func(r *repl) { r.rateMax = 5e6 })},
+		{`resync_rate_max = 5000000`, with(func(r *repl) { r.rateMax = 5e6 })},
+		{`resync_rate_min = "1KiB/s"`, with(func(r *repl) { r.rateMin = 1 << 10 })},
+		{`resync_rate_min = 1`, with(func(r *repl) { r.rateMin = 1 })},
+		{"resync_rate_max = \"8MiB/s\"\nresync_rate_min = \"8MiB/s\"", with(func(r *repl) { r.rateMax, r.rateMin = 8<<20, 8<<20 })},
+		{`resync_rate_min = "1GiB/s"`, with(func(r *repl) { r.rateMin = 1 << 30 })}, // any minimum with no limit
+		{`resync_in_flight = 65536`, with(func(r *repl) { r.inFlight = 64 << 10 })},
+		{`resync_in_flight = "1GiB"`, with(func(r *repl) { r.inFlight = 1 << 30 })},
+		{`resync_checksums = "always"`, with(func(r *repl) { r.checksums = "always" })},
+		{`resync_checksums = "never"`, with(func(r *repl) { r.checksums = "never" })},
+		{`resync_checksums = "after-crash"`, def},
+		{`after_split_brain = "disconnect"`, def},
+		{`after_split_brain = "discard-zero-changes"`, with(func(r *repl) { r.afterSplitBrain = "discard-zero-changes" })},
+		{`after_split_brain = "discard-least-changes"`, with(func(r *repl) { r.afterSplitBrain = "discard-least-changes" })},
+		{`after_split_brain = "discard-younger-primary"`, with(func(r *repl) { r.afterSplitBrain = "discard-younger-primary" })},
+		{`after_split_brain = "discard-secondary"`, with(func(r *repl) { r.afterSplitBrain = "discard-secondary" })},
+		{`split_brain_handler = "logger -t blkrep 'split brain'"`, with(func(r *repl) { r.handler = "logger -t blkrep 'split brain'" })},
+	} {
+		c, err := Parse([]byte(peers(twoPeers, tc.keys)), testDir)
+		if err != nil {
+			t.Errorf("%q: %v", tc.keys, err)
+			continue
+		}
+		v := c.Volumes[0]
+		got := repl{v.Protocol, v.PingInterval, v.PingTimeout, v.Timeout, v.ConnectInterval, v.MaxEpochWrites,
+			v.ResyncRateMax, v.ResyncRateMin, v.ResyncInFlight, v.ResyncChecksums, v.AfterSplitBrain, v.SplitBrainHandler}
+		if got != tc.want {
+			t.Errorf("%q:\n got %+v\nwant %+v", tc.keys, got, tc.want)
+		}
+	}
+}
+
+// TestReplicationReportsAll: a missing secret is reported once however many
+// volumes are replicated, a missing address once per node, after the other
+// problems; nodes without a replicated replica need no address.
+func TestReplicationReportsAll(t *testing.T) {
+	in := twoNodes + "[[node]]\nname = \"gamma\"\n[[node]]\nname = \"witness\"\n" +
+		vol("r0", "alpha", "  [[volume.replica]]\n  node = \"beta\"\n  disk = \"b.img\"") +
+		vol("r1", "gamma", "") +
+		strings.Replace(vol("r2", "gamma", "  [[volume.replica]]\n  node = \"alpha\"\n  disk = \"a2.img\"\n  [[volume.replica]]\n  node = \"beta\"\n  disk = \"b2.img\""),
+			`size = "1MiB"`, "size = \"1MiB\"\nprotocol = \"D\"", 1)
+	_, err := Parse([]byte(in), testDir)
+	if err == nil {
+		t.Fatal("Parse succeeded")
+	}
+	want := []string{
+		`config: volume "r2": protocol: "D" must be "A", "B" or "C" (a write completes once written locally and A: sent to the peers, B: received by them, C: written by them)`,
+		`config: cluster: secret: is required because volume "r0" has 2 replicas (the nodes authenticate each other with it): set secret, or secret_file to the path of a file holding it; generate one with: head -c 32 /dev/urandom | base64`,
+		`config: node "alpha": address: is required because it holds a replica of replicated volume "r0"`,
+		`config: node "beta": address: is required because it holds a replica of replicated volume "r0"`,
+		`config: node "gamma": address: is required because it holds a replica of replicated volume "r2"`,
+	}
+	if got := err.Error(); got != strings.Join(want, "\n") {
+		t.Errorf("errors:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
+	}
+}
+
+// TestSecretNotEchoed: no message about a secret repeats it.
+func TestSecretNotEchoed(t *testing.T) {
+	for _, secret := range []string{"hunter2", strings.Repeat("x", 1025)} {
+		_, err := Parse([]byte(peers(strings.Replace(twoPeers, testSecret, secret, 1), "")), testDir)
+		if err == nil || strings.Contains(err.Error(), secret) || !strings.Contains(err.Error(), "cluster: secret: is ") {
+			t.Errorf("secret of %d bytes: %v", len(secret), err)
+		}
+	}
+}
+
+func TestPeers(t *testing.T) {
+	c, err := Parse([]byte(replicated(3, "")+vol("r1", "n2", "")), testDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r0, r1 := &c.Volumes[0], &c.Volumes[1]
+	for _, tc := range []struct {
+		v    *Volume
+		node string
+		want []string
+	}{
+		{r0, "n1", []string{"n2", "n3"}},
+		{r0, "n2", []string{"n1", "n3"}},
+		{r0, "n3", []string{"n1", "n2"}},
+		{r0, "witness", []string{"n1", "n2", "n3"}},
+		{r1, "n2", nil},
+		{r1, "n1", []string{"n2"}},
+	} {
+		if got := tc.v.Peers(tc.node); !slices.Equal(got, tc.want) || (got == nil) != (tc.want == nil) {
+			t.Errorf("%s.Peers(%q) = %q, want %q", tc.v.Name, tc.node, got, tc.want)
+		}
+	}
+	if !r0.Replicated() || r1.Replicated() {
+		t.Errorf("Replicated: r0 %v, r1 %v", r0.Replicated(), r1.Replicated())
 	}
 }
 
@@ -417,25 +700,49 @@ func TestDefaults(t *testing.T) {
 		v.BytesPerBit != 4096 || v.ALExtents != 1237 || v.PeerSlots != 3 {
 		t.Errorf("volume = %+v", v)
 	}
+	if v.Protocol != "C" || v.PingInterval != 10*time.Second || v.PingTimeout != 500*time.Millisecond || v.Timeout != 6*time.Second ||
+		v.ConnectInterval != 3*time.Second || v.MaxEpochWrites != 2048 || v.ResyncRateMax != 0 || v.ResyncRateMin != 4<<20 ||
+		v.ResyncInFlight != 8<<20 || v.ResyncChecksums != "after-crash" || v.AfterSplitBrain != "disconnect" || v.SplitBrainHandler != "" {
+		t.Errorf("volume replication = %+v", v)
+	}
+	if v.Replicated() || v.Peers("alpha") != nil {
+		t.Errorf("Replicated %v, Peers(alpha) %q", v.Replicated(), v.Peers("alpha"))
+	}
+	if c.Cluster.Secret != "" || c.Cluster.SecretFile != "" {
+		t.Errorf("cluster = %+v", c.Cluster)
+	}
+	if s, err := c.LoadSecret(); s != nil || err != nil {
+		t.Errorf("LoadSecret = %q, %v", s, err)
+	}
 	wantRep := Replica{Node: "alpha", Disk: "/etc/blkrep/alpha-r0.img", MetaDisk: "internal"}
 	if len(v.Replicas) != 1 || v.Replicas[0] != wantRep {
 		t.Errorf("replicas = %+v, want [%+v]", v.Replicas, wantRep)
 	}
 }
 
-func TestAllKeys(t *testing.T) {
-	in := `
+// allKeys is a two-node cluster with a witness (a node holding no replica, so
+// needing no address) and every key set.
+const allKeys = `
 [cluster]
 name = "prod_1"
+secret_file = "secret"
 
 [[node]]
 name = "alpha"
 control_socket = "/run/blkrep/alpha.ctl"
 nbd_tcp = "10.0.0.1:10809"
+address = "10.0.0.1:7789"
+metrics = "10.0.0.1:9100"
 
 [[node]]
 name = "beta"
 nbd_tcp = "10.0.0.2:10809"
+address = "beta.example.com:7789"
+metrics = ":9101"
+
+[[node]]
+name = "witness"
+metrics = "10.0.0.3:9100"
 
 [[volume]]
 name = "r0"
@@ -447,6 +754,18 @@ dead_conn_timeout = "5m"
 bytes_per_bit = "64KiB"
 al_extents = 4000
 peer_slots = 5
+protocol = "b"
+ping_interval = "2s"
+ping_timeout = "250ms"
+timeout = "1500ms"
+connect_interval = "500ms"
+max_epoch_writes = 512
+resync_rate_max = "100MiB/s"
+resync_rate_min = 10485760
+resync_in_flight = "16MiB"
+resync_checksums = "always"
+after_split_brain = "discard-zero-changes"
+split_brain_handler = "/usr/local/bin/notify-split-brain r0"
 
   [[volume.replica]]
   node = "alpha"
@@ -460,16 +779,23 @@ peer_slots = 5
   disk = "beta-r0.img"
   create = true
 `
+
+func TestAllKeys(t *testing.T) {
+	in := allKeys
 	c, err := Parse([]byte(in), testDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Cluster.Name != "prod_1" {
-		t.Errorf("cluster = %+v", c.Cluster)
+	if want := (Cluster{Name: "prod_1", SecretFile: "/etc/blkrep/secret"}); c.Cluster != want {
+		t.Errorf("cluster = %+v, want %+v", c.Cluster, want)
 	}
 	wantNodes := []Node{
-		{Name: "alpha", ControlSocket: "/run/blkrep/alpha.ctl", NBDTCP: "10.0.0.1:10809"},
-		{Name: "beta", ControlSocket: "/etc/blkrep/beta.ctl", NBDTCP: "10.0.0.2:10809"},
+		{Name: "alpha", ControlSocket: "/run/blkrep/alpha.ctl", NBDTCP: "10.0.0.1:10809", Address: "10.0.0.1:7789", Metrics: "10.0.0.1:9100"},
+		{Name: "beta", ControlSocket: "/etc/blkrep/beta.ctl", NBDTCP: "10.0.0.2:10809", Address: "beta.example.com:7789", Metrics: ":9101"},
+		{Name: "witness", ControlSocket: "/etc/blkrep/witness.ctl", Metrics: "10.0.0.3:9100"},
+	}
+	if len(c.Nodes) != len(wantNodes) {
+		t.Fatalf("nodes = %+v", c.Nodes)
 	}
 	for i := range wantNodes {
 		if c.Nodes[i] != wantNodes[i] {
@@ -480,6 +806,19 @@ peer_slots = 5
 	if v.Description != "database" || v.SizeBytes != 2<<30 || v.BlockSize != 512 || v.DeviceTimeout != 0 || v.DeadConnTimeout != 5*time.Minute ||
 		v.BytesPerBit != 64<<10 || v.ALExtents != 4000 || v.PeerSlots != 5 {
 		t.Errorf("volume = %+v", v)
+	}
+	if v.Protocol != "B" || v.PingInterval != 2*time.Second || v.PingTimeout != 250*time.Millisecond ||
+		v.Timeout != 1500*time.Millisecond || v.ConnectInterval != 500*time.Millisecond || v.MaxEpochWrites != 512 ||
+		v.ResyncRateMax != 100<<20 || v.ResyncRateMin != 10<<20 || v.ResyncInFlight != 16<<20 ||
+		v.ResyncChecksums != "always" || v.AfterSplitBrain != "discard-zero-changes" ||
+		v.SplitBrainHandler != "/usr/local/bin/notify-split-brain r0" {
+		t.Errorf("volume replication = %+v", v)
+	}
+	if !v.Replicated() || !slices.Equal(v.Peers("alpha"), []string{"beta"}) || !slices.Equal(v.Peers("witness"), []string{"alpha", "beta"}) {
+		t.Errorf("Replicated %v, Peers(alpha) %q, Peers(witness) %q", v.Replicated(), v.Peers("alpha"), v.Peers("witness"))
+	}
+	if lr := c.LocalReplicas("witness"); lr != nil {
+		t.Errorf("LocalReplicas(witness) = %+v", lr)
 	}
 	wantReps := []Replica{
 		{Node: "alpha", Disk: "/dev/vg0/r0", NBDSocket: "/etc/blkrep/sockets/alpha-r0.sock", Device: "/dev/nbd7", MetaDisk: "/etc/blkrep/meta/alpha-r0.meta"},
@@ -613,10 +952,12 @@ func TestParseSize(t *testing.T) {
 // TestSchemaKeys guards the reflection that drives unknown-key hints.
 func TestSchemaKeys(t *testing.T) {
 	want := map[string]string{
-		"":               "cluster node volume",
-		"cluster":        "name",
-		"node":           "name control_socket nbd_tcp",
-		"volume":         "name size description block_size device_timeout dead_conn_timeout bytes_per_bit al_extents peer_slots replica",
+		"":        "cluster node volume",
+		"cluster": "name secret secret_file",
+		"node":    "name control_socket nbd_tcp address metrics",
+		"volume": "name size description block_size device_timeout dead_conn_timeout bytes_per_bit al_extents peer_slots " +
+			"protocol ping_interval ping_timeout timeout connect_interval max_epoch_writes " +
+			"resync_rate_max resync_rate_min resync_in_flight resync_checksums after_split_brain split_brain_handler replica",
 		"volume.replica": "node disk create nbd_socket device meta_disk",
 	}
 	if len(schema) != len(want) {
@@ -684,6 +1025,24 @@ func TestMetaDisk(t *testing.T) {
 		if r.MetaDisk != tc.want || r.MetaInternal() != tc.internal || r.MetaNone() != tc.none || r.MetaExternal() != tc.external {
 			t.Errorf("%q: MetaDisk %q internal %v none %v external %v; want %q %v %v %v", tc.line,
 				r.MetaDisk, r.MetaInternal(), r.MetaNone(), r.MetaExternal(), tc.want, tc.internal, tc.none, tc.external)
+		}
+	}
+}
+
+// TestDocExamples: every TOML example in docs/config.md parses.
+func TestDocExamples(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/config.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := strings.Split(string(doc), "```toml\n")[1:]
+	if len(blocks) < 2 {
+		t.Fatalf("docs/config.md has %d TOML examples, want the standalone and the replicated one", len(blocks))
+	}
+	for i, b := range blocks {
+		b, _, _ = strings.Cut(b, "```")
+		if _, err := Parse([]byte(b), testDir); err != nil {
+			t.Errorf("example %d: %v\n%s", i+1, err, b)
 		}
 	}
 }

@@ -26,26 +26,42 @@ type rawFile struct {
 }
 
 type rawCluster struct {
-	Name field `toml:"name"`
+	Name       field `toml:"name"`
+	Secret     field `toml:"secret"`
+	SecretFile field `toml:"secret_file"`
 }
 
 type rawNode struct {
 	Name          field `toml:"name"`
 	ControlSocket field `toml:"control_socket"`
 	NBDTCP        field `toml:"nbd_tcp"`
+	Address       field `toml:"address"`
+	Metrics       field `toml:"metrics"`
 }
 
 type rawVolume struct {
-	Name            field        `toml:"name"`
-	Size            field        `toml:"size"`
-	Description     field        `toml:"description"`
-	BlockSize       field        `toml:"block_size"`
-	DeviceTimeout   field        `toml:"device_timeout"`
-	DeadConnTimeout field        `toml:"dead_conn_timeout"`
-	BytesPerBit     field        `toml:"bytes_per_bit"`
-	ALExtents       field        `toml:"al_extents"`
-	PeerSlots       field        `toml:"peer_slots"`
-	Replica         []rawReplica `toml:"replica"`
+	Name              field        `toml:"name"`
+	Size              field        `toml:"size"`
+	Description       field        `toml:"description"`
+	BlockSize         field        `toml:"block_size"`
+	DeviceTimeout     field        `toml:"device_timeout"`
+	DeadConnTimeout   field        `toml:"dead_conn_timeout"`
+	BytesPerBit       field        `toml:"bytes_per_bit"`
+	ALExtents         field        `toml:"al_extents"`
+	PeerSlots         field        `toml:"peer_slots"`
+	Protocol          field        `toml:"protocol"`
+	PingInterval      field        `toml:"ping_interval"`
+	PingTimeout       field        `toml:"ping_timeout"`
+	Timeout           field        `toml:"timeout"`
+	ConnectInterval   field        `toml:"connect_interval"`
+	MaxEpochWrites    field        `toml:"max_epoch_writes"`
+	ResyncRateMax     field        `toml:"resync_rate_max"`
+	ResyncRateMin     field        `toml:"resync_rate_min"`
+	ResyncInFlight    field        `toml:"resync_in_flight"`
+	ResyncChecksums   field        `toml:"resync_checksums"`
+	AfterSplitBrain   field        `toml:"after_split_brain"`
+	SplitBrainHandler field        `toml:"split_brain_handler"`
+	Replica           []rawReplica `toml:"replica"`
 }
 
 type rawReplica struct {

@@ -9,8 +9,14 @@
 // devices. Relative paths are resolved against the file's directory, so every
 // path in a Config is absolute. Then CheckNode checks one node's machine: disks
 // and external metadata files exist with the right size (or may be created),
-// socket directories exist. LocalReplica.DiskBytes and MetaFileBytes give those
-// sizes, and Volume.MetaGeometry the metadata geometry of a replica.
+// socket directories exist, and the secret file can be read if the node
+// replicates. LocalReplica.DiskBytes and MetaFileBytes give those sizes, and
+// Volume.MetaGeometry the metadata geometry of a replica.
+//
+// A volume with more than one replica is replicated (Volume.Replicated, and
+// Volume.Peers for the other replicas' nodes): the file must then give the
+// cluster a shared secret, which LoadSecret returns, and every node holding one
+// of its replicas an address its peers dial.
 //
 // Every problem found is reported, joined with errors.Join; each is an *Error
 // naming the table and key, e.g.
@@ -19,7 +25,7 @@
 //	config: unknown key "volume.replica.dsk" (did you mean "volume.replica.disk"?)
 //
 // and wraps a sentinel (ErrInvalid, ErrUnknownKey, ErrUnknownNode, ErrDisk,
-// ErrNoDir) for errors.Is.
+// ErrNoDir, ErrSecret) for errors.Is. No message repeats the secret.
 //
 // The package only reads configuration: it creates no file, opens no socket,
 // starts no goroutine and does not log. The schema, with defaults and limits, is

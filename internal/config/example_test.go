@@ -66,3 +66,47 @@ func ExampleParseSize() {
 	// 256MB 256000000
 	// 4096 4096
 }
+
+func ExampleVolume_Peers() {
+	cfg, err := config.Parse([]byte(`
+[cluster]
+secret = "kP2jq9X0vL7mN4rT8wY1zB6cD3fG5hJ0sA2eU9iO4k="
+
+[[node]]
+name = "alpha"
+address = "10.0.0.1:7789"
+[[node]]
+name = "beta"
+address = "10.0.0.2:7789"
+[[node]]
+name = "witness"
+
+[[volume]]
+name = "r0"
+size = "256MiB"
+protocol = "b"
+  [[volume.replica]]
+  node = "alpha"
+  disk = "/dev/vg0/r0"
+  [[volume.replica]]
+  node = "beta"
+  disk = "/dev/vg0/r0"
+`), "/etc/blkrep")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, lr := range cfg.LocalReplicas("alpha") {
+		v := lr.Volume
+		fmt.Println(v.Name, v.Replicated(), v.Protocol, v.Timeout, v.Peers("alpha"))
+		for _, peer := range v.Peers("alpha") {
+			n, _ := cfg.Node(peer)
+			fmt.Println(peer, n.Address)
+		}
+	}
+	fmt.Println(len(cfg.LocalReplicas("witness")))
+	// Output:
+	// r0 true B 6s [beta]
+	// beta 10.0.0.2:7789
+	// 0
+}

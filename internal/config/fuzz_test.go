@@ -4,7 +4,10 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/blkrep/blkrep/activelog"
 	"github.com/blkrep/blkrep/meta"
@@ -19,6 +22,7 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add(string(example))
 	f.Add(minimal)
+	f.Add(allKeys)
 	for _, tc := range parseErrorCases {
 		f.Add(tc.toml)
 	}
@@ -74,6 +78,13 @@ func checkInvariants(t *testing.T, c *Config) {
 		}
 		sockets[p] = true
 	}
+	if c.Cluster.Secret != "" && c.Cluster.SecretFile != "" ||
+		c.Cluster.Secret != "" && (len(c.Cluster.Secret) < MinSecretBytes || len(c.Cluster.Secret) > MaxSecretBytes) {
+		t.Fatalf("cluster %+v", c.Cluster)
+	}
+	if c.Cluster.SecretFile != "" {
+		abs("secret_file", c.Cluster.SecretFile)
+	}
 	for _, n := range c.Nodes {
 		if !nameRE.MatchString(n.Name) {
 			t.Fatalf("node name %q", n.Name)
@@ -82,6 +93,14 @@ func checkInvariants(t *testing.T, c *Config) {
 			t.Fatalf("Node(%q) = %+v", n.Name, got)
 		}
 		socket(n.ControlSocket)
+		if n.Address != "" {
+			if l, err := parseListen(n.Address); err != nil || l.wildcard {
+				t.Fatalf("address %q: %v", n.Address, err)
+			}
+		}
+		if _, err := parseListen(n.Metrics); n.Metrics != "" && err != nil {
+			t.Fatalf("metrics %q: %v", n.Metrics, err)
+		}
 	}
 	held := 0
 	for _, v := range c.Volumes {
@@ -95,10 +114,21 @@ func checkInvariants(t *testing.T, c *Config) {
 			v.PeerSlots < meta.MinPeerSlots || v.PeerSlots > meta.MaxPeerSlots || v.PeerSlots < len(v.Replicas)-1 {
 			t.Fatalf("volume metadata %+v", v)
 		}
+		checkReplication(t, &v)
+		if v.Replicated() && c.Cluster.Secret == "" && c.Cluster.SecretFile == "" {
+			t.Fatalf("replicated volume %q without a secret", v.Name)
+		}
 		for i := range v.Replicas {
 			r := &v.Replicas[i]
-			if _, ok := c.Node(r.Node); !ok {
+			n, ok := c.Node(r.Node)
+			if !ok {
 				t.Fatalf("replica on unknown node %q", r.Node)
+			}
+			if v.Replicated() && n.Address == "" {
+				t.Fatalf("node %q holds a replica of replicated volume %q without an address", n.Name, v.Name)
+			}
+			if len(v.Peers(r.Node)) != len(v.Replicas)-1 {
+				t.Fatalf("Peers(%q) = %q", r.Node, v.Peers(r.Node))
 			}
 			abs("disk", r.Disk)
 			switch {
@@ -131,5 +161,23 @@ func checkInvariants(t *testing.T, c *Config) {
 	}
 	if held != 0 {
 		t.Fatalf("LocalReplicas over all nodes misses or repeats %d replicas", held)
+	}
+}
+
+func checkReplication(t *testing.T, v *Volume) {
+	t.Helper()
+	in := func(d, lo, hi time.Duration) bool { return d >= lo && d <= hi }
+	if !slices.Contains([]string{ProtocolA, ProtocolB, ProtocolC}, v.Protocol) ||
+		!in(v.PingInterval, MinPingInterval, MaxPingInterval) || !in(v.PingTimeout, MinPingTimeout, MaxPingTimeout) ||
+		v.PingTimeout >= v.PingInterval || !in(v.Timeout, MinTimeout, MaxTimeout) ||
+		!in(v.ConnectInterval, MinConnectInterval, MaxConnectInterval) ||
+		v.MaxEpochWrites < 1 || v.MaxEpochWrites > MaxEpochWritesLimit ||
+		v.ResyncRateMax < 0 || v.ResyncRateMin <= 0 || v.ResyncRateMax != 0 && v.ResyncRateMin > v.ResyncRateMax ||
+		v.ResyncInFlight < MinResyncInFlight || v.ResyncInFlight > MaxResyncInFlight ||
+		!slices.Contains([]string{ResyncChecksumsAfterCrash, ResyncChecksumsAlways, ResyncChecksumsNever}, v.ResyncChecksums) ||
+		!slices.Contains([]string{AfterSplitBrainDisconnect, AfterSplitBrainDiscardZeroChanges, AfterSplitBrainDiscardLeastChanges,
+			AfterSplitBrainDiscardYoungerPrimary, AfterSplitBrainDiscardSecondary}, v.AfterSplitBrain) ||
+		strings.IndexByte(v.SplitBrainHandler, 0) >= 0 {
+		t.Fatalf("volume replication %+v", v)
 	}
 }

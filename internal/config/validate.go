@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +34,8 @@ type validator struct {
 
 	nodes     map[string]int    // node name -> index of its first [[node]]
 	badNode   bool              // some [[node]] has no usable name
+	addressed map[string]bool   // node name -> its address key is set (valid or not) or was reported missing
+	secretSet bool              // [cluster] has secret or secret_file (valid or not)
 	sockets   map[string]string // absolute unix socket path -> its first user
 	nodePaths map[string]string // node + "\x00" + disk, meta_disk, device or socket path -> its first user
 	listeners []listener
@@ -152,6 +155,7 @@ func (v *validator) config(raw *rawFile) *Config {
 	v.nodes = map[string]int{}
 	v.sockets = map[string]string{}
 	v.nodePaths = map[string]string{}
+	v.addressed = map[string]bool{}
 	c := &Config{Dir: v.dir}
 	c.Cluster = v.cluster(&raw.Cluster)
 	if len(raw.Node) == 0 {
@@ -175,7 +179,34 @@ func (v *validator) config(raw *rawFile) *Config {
 		}
 		c.Volumes = append(c.Volumes, vol)
 	}
+	v.replication(c)
 	return c
+}
+
+// replication checks what replicated volumes need from the other tables: a
+// shared secret, and an address on every node holding one of their replicas.
+// Each missing key is reported once, for the first volume that needs it.
+func (v *validator) replication(c *Config) {
+	for i := range c.Volumes {
+		vol := &c.Volumes[i]
+		if !vol.Replicated() {
+			continue
+		}
+		if !v.secretSet {
+			v.secretSet = true
+			v.failf("cluster", "secret", "is required because %s has %d replicas (the nodes authenticate each other with it): "+
+				"set secret, or secret_file to the path of a file holding it; generate one with: head -c 32 /dev/urandom | base64",
+				label("volume", vol.Name, i), len(vol.Replicas))
+		}
+		for _, r := range vol.Replicas {
+			first, known := v.nodes[r.Node]
+			if r.Node == "" || !known || v.addressed[r.Node] {
+				continue
+			}
+			v.addressed[r.Node] = true
+			v.failf(label("node", r.Node, first), "address", "is required because it holds a replica of replicated %s", label("volume", vol.Name, i))
+		}
+	}
 }
 
 // label names the i-th (0-based) table of a kind: `node "alpha"`, or `node #2`
@@ -197,6 +228,21 @@ func (v *validator) cluster(raw *rawCluster) Cluster {
 			cl.Name = s
 		}
 	}
+	// Messages give the secret's length, never its value.
+	if s, ok := v.str(sec, "secret", raw.Secret); ok {
+		if n := len(s); n < MinSecretBytes || n > MaxSecretBytes {
+			v.failf(sec, "secret", "is %d bytes long; it must be %d to %d bytes (generate one with: head -c 32 /dev/urandom | base64)", n, MinSecretBytes, MaxSecretBytes)
+		} else {
+			cl.Secret = s
+		}
+	}
+	if p, ok := v.path(sec, "secret_file", raw.SecretFile); ok {
+		cl.SecretFile = p
+	}
+	if raw.Secret.set && raw.SecretFile.set {
+		v.failf(sec, "secret_file", "cannot be set together with secret: keep one (secret_file keeps the secret out of this file, which every node has)")
+	}
+	v.secretSet = raw.Secret.set || raw.SecretFile.set
 	return cl
 }
 
@@ -240,16 +286,36 @@ func (v *validator) node(i int, raw *rawNode) Node {
 		v.socket(sec, "control_socket (default)", n.ControlSocket, fmt.Sprintf("control_socket (default) of %s", sec), n.Name)
 	}
 
-	if s, ok := v.nonEmpty(sec, "nbd_tcp", raw.NBDTCP); ok {
-		if l, err := parseListen(s); err != nil {
-			v.failf(sec, "nbd_tcp", "%q: %s", s, err)
-		} else {
-			l.owner = fmt.Sprintf("nbd_tcp of %s", sec)
-			v.listen(sec, "nbd_tcp", l)
-			n.NBDTCP = s
-		}
+	n.NBDTCP = v.tcp(sec, "nbd_tcp", raw.NBDTCP, false)
+	n.Address = v.tcp(sec, "address", raw.Address, true)
+	if raw.Address.set && unique {
+		v.addressed[n.Name] = true
 	}
+	n.Metrics = v.tcp(sec, "metrics", raw.Metrics, false)
 	return n
+}
+
+// tcp reads a "host:port" key of section and claims it as a TCP listen address;
+// it returns the value as written, or "" if absent or invalid (reported). When
+// dialed, peers dial the address, so its host must not be a wildcard.
+func (v *validator) tcp(section, key string, f field, dialed bool) string {
+	s, ok := v.nonEmpty(section, key, f)
+	if !ok {
+		return ""
+	}
+	l, err := parseListen(s)
+	switch {
+	case err != nil:
+		v.failf(section, key, "%q: %s", s, err)
+		return ""
+	case dialed && l.wildcard:
+		v.failf(section, key, "%q: the host must be an address the peers can dial, not a wildcard (empty, 0.0.0.0 or ::); "+
+			"write this node's own IP address or host name, e.g. \"10.0.0.1:7789\"", s)
+		return ""
+	}
+	l.owner = fmt.Sprintf("%s of %s", key, section)
+	v.listen(section, key, l)
+	return s
 }
 
 // owned returns name if the node is uniquely named, else "" (its paths are then
@@ -316,6 +382,17 @@ func (v *validator) volume(i int, raw *rawVolume, nodes []Node) Volume {
 		BytesPerBit:     DefaultBytesPerBit,
 		ALExtents:       DefaultALExtents,
 		PeerSlots:       DefaultPeerSlots,
+		Protocol:        DefaultProtocol,
+		PingInterval:    DefaultPingInterval,
+		PingTimeout:     DefaultPingTimeout,
+		Timeout:         DefaultTimeout,
+		ConnectInterval: DefaultConnectInterval,
+		MaxEpochWrites:  DefaultMaxEpochWrites,
+		ResyncRateMax:   DefaultResyncRateMax,
+		ResyncRateMin:   DefaultResyncRateMin,
+		ResyncInFlight:  DefaultResyncInFlight,
+		ResyncChecksums: DefaultResyncChecksums,
+		AfterSplitBrain: DefaultAfterSplitBrain,
 	}
 	vol.Name = v.name(sec, raw.Name)
 	sec = label("volume", vol.Name, i)
@@ -367,6 +444,8 @@ func (v *validator) volume(i int, raw *rawVolume, nodes []Node) Volume {
 		}
 	}
 
+	v.replicationKeys(sec, raw, &vol)
+
 	if len(raw.Replica) == 0 {
 		v.failf(sec, "replica", "at least one [[volume.replica]] is required")
 	}
@@ -403,6 +482,193 @@ func (v *validator) volume(i int, raw *rawVolume, nodes []Node) Volume {
 		break
 	}
 	return vol
+}
+
+// replicationKeys reads the replication keys of the volume in section sec into
+// vol, which holds their defaults.
+func (v *validator) replicationKeys(sec string, raw *rawVolume, vol *Volume) {
+	if s, ok := v.str(sec, "protocol", raw.Protocol); ok {
+		switch u := strings.ToUpper(s); u {
+		case ProtocolA, ProtocolB, ProtocolC:
+			vol.Protocol = u
+		default:
+			v.failf(sec, "protocol", `%q must be "A", "B" or "C" (a write completes once written locally and A: sent to the peers, B: received by them, C: written by them)`, s)
+		}
+	}
+
+	// ping_timeout < ping_interval, each as given or its default.
+	intervalOK, timeoutOK := !raw.PingInterval.set, !raw.PingTimeout.set
+	if d, ok := v.durationIn(sec, "ping_interval", raw.PingInterval, MinPingInterval, MaxPingInterval); ok {
+		vol.PingInterval, intervalOK = d, true
+	}
+	if d, ok := v.durationIn(sec, "ping_timeout", raw.PingTimeout, MinPingTimeout, MaxPingTimeout); ok {
+		vol.PingTimeout, timeoutOK = d, true
+	}
+	if intervalOK && timeoutOK && vol.PingTimeout >= vol.PingInterval {
+		def := ""
+		if !raw.PingInterval.set {
+			def = ", the default"
+		}
+		v.failf(sec, "ping_timeout", "%s must be less than ping_interval (%s%s): a ping is answered before the next one is due", fmtDuration(vol.PingTimeout), fmtDuration(vol.PingInterval), def)
+	}
+	if d, ok := v.durationIn(sec, "timeout", raw.Timeout, MinTimeout, MaxTimeout); ok {
+		vol.Timeout = d
+	}
+	if d, ok := v.durationIn(sec, "connect_interval", raw.ConnectInterval, MinConnectInterval, MaxConnectInterval); ok {
+		vol.ConnectInterval = d
+	}
+	if n, ok := v.intRange(sec, "max_epoch_writes", raw.MaxEpochWrites, 1, MaxEpochWritesLimit); ok {
+		vol.MaxEpochWrites = int(n)
+	}
+
+	// resync_rate_min <= resync_rate_max, each as given or its default.
+	maxOK, minOK := !raw.ResyncRateMax.set, !raw.ResyncRateMin.set
+	maxWhat := ""
+	if n, what, ok := v.rate(sec, "resync_rate_max", raw.ResyncRateMax, true); ok {
+		vol.ResyncRateMax, maxWhat, maxOK = n, what, true
+	}
+	minWhat := fmt.Sprintf(`the default of "%dMiB/s" (%d bytes/s)`, DefaultResyncRateMin>>20, DefaultResyncRateMin)
+	if n, what, ok := v.rate(sec, "resync_rate_min", raw.ResyncRateMin, false); ok {
+		vol.ResyncRateMin, minWhat, minOK = n, what, true
+	}
+	if maxOK && minOK && vol.ResyncRateMax != 0 && vol.ResyncRateMin > vol.ResyncRateMax {
+		v.failf(sec, "resync_rate_min", "%s is more than resync_rate_max, %s; the minimum must not exceed the limit", minWhat, maxWhat)
+	}
+	if raw.ResyncInFlight.set {
+		if n, what, ok := v.sizeValue(sec, "resync_in_flight", raw.ResyncInFlight, "8MiB"); ok {
+			if n < MinResyncInFlight || n > MaxResyncInFlight {
+				v.failf(sec, "resync_in_flight", "%s is out of range: it must be from %d (64KiB) to %d (1GiB)", what, MinResyncInFlight, MaxResyncInFlight)
+			} else {
+				vol.ResyncInFlight = n
+			}
+		}
+	}
+
+	if s, ok := v.oneOf(sec, "resync_checksums", raw.ResyncChecksums,
+		ResyncChecksumsAfterCrash, ResyncChecksumsAlways, ResyncChecksumsNever); ok {
+		vol.ResyncChecksums = s
+	}
+	if s, ok := v.oneOf(sec, "after_split_brain", raw.AfterSplitBrain,
+		AfterSplitBrainDisconnect, AfterSplitBrainDiscardZeroChanges, AfterSplitBrainDiscardLeastChanges,
+		AfterSplitBrainDiscardYoungerPrimary, AfterSplitBrainDiscardSecondary); ok {
+		vol.AfterSplitBrain = s
+	}
+	if s, ok := v.nonEmpty(sec, "split_brain_handler", raw.SplitBrainHandler); ok {
+		if strings.IndexByte(s, 0) >= 0 {
+			v.failf(sec, "split_brain_handler", "command %q contains a NUL byte", s)
+		} else {
+			vol.SplitBrainHandler = s
+		}
+	}
+}
+
+// durationIn reads an optional Go duration string in [lo, hi]; unlike duration,
+// it takes fractions of a second. ok is false if it is absent or invalid
+// (reported).
+func (v *validator) durationIn(section, key string, f field, lo, hi time.Duration) (time.Duration, bool) {
+	if !f.set {
+		return 0, false
+	}
+	switch x := f.v.(type) {
+	case string:
+		d, err := time.ParseDuration(x)
+		switch {
+		case err != nil:
+			v.failf(section, key, `invalid duration %q (use a Go duration such as "500ms" or "10s")`, x)
+		case d < lo || d > hi:
+			v.failf(section, key, "%q is out of range: it must be from %s to %s", x, fmtDuration(lo), fmtDuration(hi))
+		default:
+			return d, true
+		}
+	case int64:
+		v.failf(section, key, `%d has no unit: use a string such as "%ds" or "%dms"`, x, x, x)
+	default:
+		v.wrongType(section, key, `a duration string such as "500ms"`, f)
+	}
+	return 0, false
+}
+
+// fmtDuration writes d for messages, without the zero tails of
+// time.Duration.String ("1m", not "1m0s").
+func fmtDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
+
+// rate reads a rate in bytes per second: an integer, or a size string for
+// parseSize optionally followed by "/s"; with unlimited, also RateUnlimited,
+// returned as 0. A rate is positive. what describes it for messages.
+func (v *validator) rate(section, key string, f field, unlimited bool) (n int64, what string, ok bool) {
+	if !f.set {
+		return 0, "", false
+	}
+	switch x := f.v.(type) {
+	case int64:
+		n, what = x, fmt.Sprintf("%d bytes/s", x)
+	case string:
+		t := strings.TrimSpace(x)
+		if strings.EqualFold(t, RateUnlimited) {
+			if unlimited {
+				return 0, strconv.Quote(x), true
+			}
+			v.failf(section, key, `%q: a minimum cannot be unlimited; write a rate such as "4MiB/s"`, x)
+			return 0, "", false
+		}
+		if len(t) >= 2 && strings.EqualFold(t[len(t)-2:], "/s") {
+			t = t[:len(t)-2]
+		}
+		m, err := parseSize(t)
+		if err != nil {
+			v.fail(section, key, []error{ErrSize}, `invalid rate %q (write a size per second such as "100MiB/s"): %v`, x, err)
+			return 0, "", false
+		}
+		n, what = m, fmt.Sprintf("%q (%d bytes/s)", x, m)
+	default:
+		if unlimited {
+			v.wrongType(section, key, `"unlimited", an integer number of bytes per second or a string such as "100MiB/s"`, f)
+		} else {
+			v.wrongType(section, key, `an integer number of bytes per second or a string such as "4MiB/s"`, f)
+		}
+		return 0, "", false
+	}
+	if n <= 0 {
+		if unlimited {
+			v.failf(section, key, `%s must be positive (write "unlimited" for no limit)`, what)
+		} else {
+			v.failf(section, key, "%s must be positive", what)
+		}
+		return 0, "", false
+	}
+	return n, what, true
+}
+
+// oneOf reads an optional string that must be one of values; ok is false if it
+// is absent or invalid (reported).
+func (v *validator) oneOf(section, key string, f field, values ...string) (string, bool) {
+	s, ok := v.str(section, key, f)
+	if !ok {
+		return "", false
+	}
+	if slices.Contains(values, s) {
+		return s, true
+	}
+	quoted := make([]string, len(values))
+	for i, val := range values {
+		quoted[i] = strconv.Quote(val)
+	}
+	list := strings.Join(quoted[:len(quoted)-1], ", ") + " or " + quoted[len(quoted)-1]
+	hint := ""
+	if near := strings.ReplaceAll(strings.ToLower(strings.TrimSpace(s)), "_", "-"); slices.Contains(values, near) {
+		hint = fmt.Sprintf(" (did you mean %q?)", near)
+	}
+	v.failf(section, key, "%q must be %s%s", s, list, hint)
+	return "", false
 }
 
 // sizeValue reads a size: integer bytes or a string for ParseSize (example is
