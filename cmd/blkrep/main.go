@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/blkrep/blkrep/internal/config"
@@ -16,13 +18,41 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop() // a second Ctrl-C kills
+	}()
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
 const usage = `usage: blkrep [--config FILE] [--node NAME] [--socket PATH] COMMAND [flags]
 
 Commands:
-  status [--json]            volumes, roles, disks, metadata, exports, devices and I/O counters
+  status [--json]            volumes, roles, disks, peers, resync/verify progress, metadata,
+                             exports, devices and I/O counters
+  events [--json]            follow what happens (roles, connections, resyncs, split brain...),
+                             one line per event, until Ctrl-C or blkrepd stops
+
+Operator actions (blkrepd must be running; each prints what blkrepd did, or
+why it refused: exit 1):
+  primary VOLUME [--force]   serve I/O on this node; --force promotes even though this node's
+                             data is not known to be the newest (it becomes the reference copy)
+  secondary VOLUME           stop serving I/O on this node
+  connect VOLUME             connect to the peers (leave StandAlone)
+  disconnect VOLUME          drop the peer connections (StandAlone); writes are tracked for
+                             the next resync
+  resync VOLUME [--full | --discard-my-data] [--wait]
+                             resync what is out of sync; --full: every block;
+                             --discard-my-data: end a split brain by dropping THIS node's changes
+  invalidate VOLUME          discard this node's data and fetch all of it from a peer
+  verify VOLUME [--wait]     compare every block with the peer; differences are marked out of
+                             sync (then run resync)
+      --wait                 show progress until it finishes (Ctrl-C stops waiting, not the work)
+
+Metadata (read from the disks, not from blkrepd):
   create-md VOLUME [--force] write fresh metadata for this node's replica (offline)
   dump-md VOLUME [--json]    print this node's metadata for VOLUME: identifiers, flags,
                              geometry, out-of-sync bytes per peer, hot extents (offline)
@@ -33,7 +63,8 @@ Global flags:
   --socket PATH     control socket, instead of reading it from the config
 `
 
-func run(args []string, stdout, stderr io.Writer) int {
+// run is the CLI; ctx ends on Ctrl-C.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("blkrep", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	cfgPath := fs.String("config", os.Getenv("BLKREP_CONFIG"), "")
@@ -54,7 +85,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
 	switch cmd {
 	case "status":
-		return status(rest, *cfgPath, *node, *sock, stdout, stderr)
+		return status(ctx, rest, *cfgPath, *node, *sock, stdout, stderr)
+	case "events":
+		return events(ctx, rest, *cfgPath, *node, *sock, stdout, stderr)
+	case control.ActionPrimary, control.ActionSecondary, control.ActionConnect, control.ActionDisconnect,
+		control.ActionResync, control.ActionInvalidate, control.ActionVerify:
+		return action(ctx, cmd, rest, *cfgPath, *node, *sock, stdout, stderr)
 	case "create-md":
 		return createMD(rest, *cfgPath, *node, stdout, stderr)
 	case "dump-md":
@@ -106,7 +142,7 @@ func controlSocket(cfgPath, node, sock string) (string, error) {
 	return n.ControlSocket, nil
 }
 
-func status(args []string, cfgPath, node, sock string, stdout, stderr io.Writer) int {
+func status(ctx context.Context, args []string, cfgPath, node, sock string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print the status document as JSON (schema blkrep.status/v1)")
@@ -118,7 +154,7 @@ func status(args []string, cfgPath, node, sock string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, "blkrep:", err)
 		return 2
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	st, err := control.NewClient(path).Status(ctx)
 	if err != nil {
@@ -147,7 +183,17 @@ func printStatus(w io.Writer, st *control.Status) {
 	fmt.Fprintf(w, "node %s  cluster %s  blkrepd %s  pid %d  up %s\n",
 		st.Node, st.Cluster, st.Version, st.PID, (time.Duration(st.UptimeSeconds) * time.Second).String())
 	for _, v := range st.Volumes {
-		fmt.Fprintf(w, "\n%s  role:%s  disk:%s  connection:%s\n", v.Name, v.Role, v.Disk.State, v.Connection)
+		fmt.Fprintf(w, "\n%s  role:%s  disk:%s  connection:%s", v.Name, v.Role, v.Disk.State, v.Connection)
+		if v.Protocol != "" {
+			fmt.Fprintf(w, "  protocol:%s", v.Protocol)
+		}
+		for _, p := range v.Peers {
+			if p.SplitBrain {
+				fmt.Fprintf(w, "  SPLIT BRAIN with %s", p.Node)
+			}
+		}
+		fmt.Fprintln(w)
+		printReplication(w, &v)
 		fmt.Fprintf(w, "    size     %s (%d bytes), block size %d\n", human(uint64(v.SizeBytes)), v.SizeBytes, v.BlockSize)
 		fmt.Fprintf(w, "    disk     %s (%s)\n", v.Disk.Path, v.Disk.Kind)
 		if v.Disk.Error != "" {

@@ -24,8 +24,13 @@ type Volume struct {
 	Name string `json:"name"`
 	// Role is DRBD's: "Primary" serves I/O, "Secondary" does not.
 	Role string `json:"role"`
-	// Connection is "StandAlone" while the volume has no peer.
+	// Connection summarises the peers' (Peer.Connection): "StandAlone"
+	// while the volume has no peer or is disconnected, "Connected" when
+	// every peer is, else the least connected peer's state.
 	Connection string `json:"connection"`
+	// Protocol is the replication protocol, "A", "B" or "C"; empty
+	// without peers.
+	Protocol string `json:"protocol,omitempty"`
 	// SizeBytes is the exported size.
 	SizeBytes int64   `json:"size_bytes"`
 	BlockSize uint32  `json:"block_size"`
@@ -35,6 +40,84 @@ type Volume struct {
 	IO        IOStats `json:"io"`
 	// Metadata is nil for a volume with meta_disk = "none".
 	Metadata *Metadata `json:"metadata,omitempty"`
+	// Peers are the other nodes holding a replica, in config order.
+	Peers []Peer `json:"peers,omitempty"`
+}
+
+// Peer is the replication link with one other node for one volume.
+type Peer struct {
+	Node    string `json:"node"`
+	Address string `json:"address"`
+	// Connection is StandAlone, Connecting, Connected or Disconnecting.
+	Connection string `json:"connection"`
+	// Replication is Off, Established, SyncSource, SyncTarget,
+	// VerifySource, VerifyTarget, PausedSyncSource or PausedSyncTarget.
+	Replication string `json:"replication"`
+	// Role is the peer's: Primary, Secondary, or Unknown when not connected.
+	Role string `json:"role"`
+	// Disk is the peer's disk state, DUnknown when not connected.
+	Disk string `json:"disk"`
+	// OutOfSyncBytes may differ between this node and the peer.
+	OutOfSyncBytes int64 `json:"out_of_sync_bytes"`
+	// UnackedBytes were sent and not yet acknowledged.
+	UnackedBytes   int64 `json:"unacked_bytes"`
+	InFlightWrites int   `json:"in_flight_writes"`
+	// Handshake is the last connection handshake's decision; nil before
+	// the first.
+	Handshake *Handshake `json:"handshake,omitempty"`
+	// Resync is the running resync, or the last one; nil before the first.
+	Resync *Progress `json:"resync,omitempty"`
+	// Verify is the running online verify, or the last one.
+	Verify *Progress `json:"verify,omitempty"`
+	// SplitBrain: both nodes changed the data independently; nothing is
+	// resynced until the operator discards one side's changes.
+	SplitBrain bool   `json:"split_brain"`
+	LastError  string `json:"last_error,omitempty"`
+	// SentBytes and ReceivedBytes count replication traffic since start.
+	SentBytes     uint64 `json:"sent_bytes"`
+	ReceivedBytes uint64 `json:"received_bytes"`
+	// Reconnects counts connections established again after a loss.
+	Reconnects uint64 `json:"reconnects"`
+}
+
+// Handshake is what a connection handshake decided from the two nodes'
+// data generations.
+type Handshake struct {
+	At time.Time `json:"at"`
+	// Rule names the rule of the sync decision that fired (protocol's
+	// Rule* names, e.g. "peer-current-in-local-history").
+	Rule string `json:"rule"`
+	// Action is the decision from this node's side (protocol.Action):
+	// no-sync, source-bitmap, target-bitmap, source-full, target-full,
+	// split-brain or unrelated.
+	Action string `json:"action"`
+	// LocalCurrent and PeerCurrent are the current generations (16 hex
+	// digits) the nodes brought to the handshake.
+	LocalCurrent string `json:"local_current"`
+	PeerCurrent  string `json:"peer_current"`
+}
+
+// Progress is a resync or an online verify, running or finished.
+type Progress struct {
+	Running bool `json:"running"`
+	// Checksum: blocks are compared by checksum (resync sends only those
+	// that differ).
+	Checksum bool `json:"checksum"`
+	// TotalBytes is the work: out-of-sync bytes (resync) or the bytes to
+	// compare (verify). It may grow while a resync runs.
+	TotalBytes int64 `json:"total_bytes"`
+	// DoneBytes of TotalBytes are done: sent, skipped or compared.
+	DoneBytes int64 `json:"done_bytes"`
+	// SkippedBytes of DoneBytes were found identical by checksum and not sent.
+	SkippedBytes int64 `json:"skipped_bytes"`
+	// MismatchBytes (verify) of DoneBytes differ; they are marked out of sync.
+	MismatchBytes   int64   `json:"mismatch_bytes"`
+	RateBytesPerSec float64 `json:"rate_bytes_per_sec"`
+	// ETASeconds is the expected time to finish; 0 when unknown or done.
+	ETASeconds float64   `json:"eta_seconds"`
+	StartedAt  time.Time `json:"started_at"`
+	// FinishedAt is nil while running.
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
 }
 
 // Metadata is the replica's persistent state: superblock, activity log
@@ -96,8 +179,9 @@ type Disk struct {
 	Path string `json:"path"`
 	// Kind is "file" or "block".
 	Kind string `json:"kind"`
-	// State is "UpToDate" or "Failed" (a sync or write failed: writes are
-	// refused until the daemon is restarted on a healthy disk).
+	// State is "UpToDate", "Consistent", "Outdated", "Inconsistent",
+	// "DUnknown", "Diskless" or "Failed" (a sync or write failed: writes
+	// are refused until the daemon is restarted on a healthy disk).
 	State string `json:"state"`
 	Error string `json:"error,omitempty"`
 }
