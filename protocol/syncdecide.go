@@ -31,6 +31,9 @@ type Gens struct {
 	// Dirty: the bitmap for the peer has bits set (writes whose outcome
 	// on the peer is unknown, or writes made without it).
 	Dirty bool
+	// Inconsistent: the data is not a usable image (a resync target that
+	// has not finished). It is never a sync source.
+	Inconsistent bool
 	// Node names the replica: ties are broken by it, the same way on both
 	// sides.
 	Node string
@@ -107,6 +110,10 @@ const (
 	RuleBothJustCreated       = "both-just-created"
 	RuleLocalJustCreated      = "local-just-created"
 	RulePeerJustCreated       = "peer-just-created"
+	RuleEqualLocalInconsist   = "equal-local-inconsistent"
+	RuleEqualPeerInconsist    = "equal-peer-inconsistent"
+	RuleBothInconsistent      = "both-inconsistent"
+	RuleEqualLivePrimary      = "equal-live-primary"
 	RuleEqualBothCrashed      = "equal-both-crashed-primary"
 	RuleEqualLocalCrashed     = "equal-local-crashed-primary"
 	RuleEqualPeerCrashed      = "equal-peer-crashed-primary"
@@ -120,6 +127,7 @@ const (
 	RuleSplitBrainHistory     = "split-brain-common-history"
 	RuleSplitBrainCrossed     = "split-brain-crossed-bitmaps"
 	RuleUnrelated             = "unrelated"
+	RuleSourceInconsistent    = "source-inconsistent"
 )
 
 // tieSource breaks a tie between two replicas that both qualify (or
@@ -132,6 +140,15 @@ func tieSource(local, peer Gens) bool { return local.Node < peer.Node }
 // and returns the action from local's point of view. It is pure, and
 // symmetric: Decide(peer, local) is the mirror of Decide(local, peer).
 func Decide(local, peer Gens) Decision {
+	d := decide(local, peer)
+	// An inconsistent image must never overwrite anything.
+	if (d.Action.IsSource() && local.Inconsistent) || (d.Action.IsTarget() && peer.Inconsistent) {
+		return Decision{Action: Unrelated, Rule: RuleSourceInconsistent}
+	}
+	return d
+}
+
+func decide(local, peer Gens) Decision {
 	l, p := local, peer
 	switch {
 	case l.Current == 0 && p.Current == 0:
@@ -149,6 +166,19 @@ func Decide(local, peer Gens) Decision {
 			return Decision{Action: TargetBitmap, Rule: rule}
 		}
 		switch {
+		case l.Inconsistent && p.Inconsistent:
+			return Decision{Action: NoSync, Rule: RuleBothInconsistent}
+		case l.Inconsistent:
+			// An interrupted resync: resume it from the bitmaps.
+			return source(RuleEqualLocalInconsist, false)
+		case p.Inconsistent:
+			return source(RuleEqualPeerInconsist, true)
+		case l.Primary != p.Primary && (l.CrashedPrimary || p.CrashedPrimary):
+			// A crashed primary meets the node that took over without
+			// writing yet: what the crashed one wrote last was never
+			// acknowledged by its peer, and the live primary's users
+			// never saw it. The live primary wins.
+			return source(RuleEqualLivePrimary, l.Primary)
 		case l.CrashedPrimary && p.CrashedPrimary:
 			return source(RuleEqualBothCrashed, tieSource(l, p))
 		case l.CrashedPrimary:

@@ -18,6 +18,8 @@ func TestDecideRules(t *testing.T) {
 	}
 	crashed := func(g Gens) Gens { g.CrashedPrimary = true; return g }
 	dirty := func(g Gens, primary bool) Gens { g.Dirty, g.Primary = true, primary; return g }
+	incons := func(g Gens) Gens { g.Inconsistent = true; return g }
+	live := func(g Gens) Gens { g.Primary = true; return g }
 	for _, tc := range []struct {
 		name        string
 		local, peer Gens
@@ -41,6 +43,12 @@ func TestDecideRules(t *testing.T) {
 		{"split brain, parent in history", a(9, 0, 7), b(11, 0, 7), SplitBrain, RuleSplitBrainHistory},
 		{"split brain, crossed", a(9, 11), b(11, 9), SplitBrain, RuleSplitBrainCrossed},
 		{"unrelated", a(9, 8, 6), b(11, 10, 4), Unrelated, RuleUnrelated},
+		{"resume interrupted resync", incons(a(7, 0)), b(7, 0), TargetBitmap, RuleEqualLocalInconsist},
+		{"peer resumes", a(7, 0), incons(b(7, 0)), SourceBitmap, RuleEqualPeerInconsist},
+		{"nobody has good data", incons(a(7, 0)), incons(b(7, 0)), NoSync, RuleBothInconsistent},
+		{"crashed primary meets the live one", crashed(a(7, 0)), live(b(7, 0)), TargetBitmap, RuleEqualLivePrimary},
+		{"live primary meets the crashed one", live(a(7, 0)), crashed(b(7, 0)), SourceBitmap, RuleEqualLivePrimary},
+		{"inconsistent would be source", incons(a(9, 7)), b(7, 0), Unrelated, RuleSourceInconsistent},
 	} {
 		d := Decide(tc.local, tc.peer)
 		if d.Action != tc.want || d.Rule != tc.rule {
@@ -69,9 +77,9 @@ func TestDecideExhaustive(t *testing.T) {
 	for _, cur := range ids {
 		for _, bm := range ids {
 			for _, h := range hists {
-				for flags := range 8 {
+				for flags := range 16 {
 					states = append(states, Gens{Current: cur, Bitmap: bm, History: h,
-						CrashedPrimary: flags&1 != 0, Primary: flags&2 != 0, Dirty: flags&4 != 0})
+						CrashedPrimary: flags&1 != 0, Primary: flags&2 != 0, Dirty: flags&4 != 0, Inconsistent: flags&8 != 0})
 				}
 			}
 		}
@@ -89,7 +97,10 @@ func TestDecideExhaustive(t *testing.T) {
 			if d.Action == NoSync && l.Current != p.Current {
 				t.Fatalf("no sync between different generations: %+v %+v: %v", l, p, d)
 			}
-			if d.Action == Unrelated && shareID(l, p) {
+			if (d.Action.IsSource() && l.Inconsistent) || (d.Action.IsTarget() && p.Inconsistent) {
+				t.Fatalf("an inconsistent replica would be a sync source: %+v %+v: %v", l, p, d)
+			}
+			if d.Action == Unrelated && d.Rule != RuleSourceInconsistent && shareID(l, p) {
 				t.Fatalf("unrelated but sharing an id: %+v %+v", l, p)
 			}
 			if d.Action == SourceBitmap && l.Current != p.Current && l.Bitmap != p.Current {

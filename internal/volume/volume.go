@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/blkrep/blkrep/activelog"
 	"github.com/blkrep/blkrep/bitmap"
@@ -19,6 +20,14 @@ import (
 // Options tune Open.
 type Options struct {
 	Log *slog.Logger
+	// Secondary opens the replica as Secondary: it serves no writes
+	// through the gate, and replication (not the gate) decides which
+	// peers' bitmaps a write marks. Without it the replica is Primary and
+	// every write marks every configured peer's bitmap (standalone).
+	Secondary bool
+	// Replicated: a replication layer marks the peers' bitmaps (see
+	// Chunks and Mark) even while Primary.
+	Replicated bool
 	// CrashPoint, when set, is called at the named points of the write
 	// path and of metadata updates (see the Point constants). Tests use it
 	// to cut the power there; it must not call back into the Volume.
@@ -64,6 +73,9 @@ type Volume struct {
 	info  meta.LoadInfo
 
 	justCreated atomic.Bool // the first write must generate a data generation
+
+	primary      bool // live role (under mu)
+	primarySince time.Time
 
 	kick chan struct{}
 	stop chan struct{}
@@ -241,9 +253,11 @@ func Open(s Spec, o Options) (*Volume, error) {
 			}
 			newSB.Peers[slot] = meta.PeerSlot{Node: p}
 		}
-		// Not connected (replication comes later): every write is a
-		// difference from this peer.
-		v.track = append(v.track, slot)
+		// Standalone: every write is a difference from this peer.
+		// Replicated: the replication layer marks per write.
+		if !o.Secondary && !o.Replicated {
+			v.track = append(v.track, slot)
+		}
 	}
 
 	if !rinfo.Clean {
@@ -275,7 +289,13 @@ func Open(s Spec, o Options) (*Volume, error) {
 	if v.recovered.CrashedPrimary {
 		newSB.Flags |= meta.FlagCrashedPrimary
 	}
-	newSB.Flags = (newSB.Flags | meta.FlagPrimary) &^ meta.FlagALClean
+	newSB.Flags &^= meta.FlagALClean
+	if o.Secondary {
+		newSB.Flags &^= meta.FlagPrimary
+	} else {
+		newSB.Flags |= meta.FlagPrimary
+		v.primary, v.primarySince = true, time.Now()
+	}
 	if err := v.writeSuper(&newSB); err != nil {
 		return nil, fmt.Errorf("volume %s: %w", s.Volume, err)
 	}

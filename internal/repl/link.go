@@ -1,0 +1,356 @@
+package repl
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/blkrep/blkrep/internal/volume"
+	"github.com/blkrep/blkrep/protocol"
+)
+
+// Connection states (status "connection").
+const (
+	ConnStandAlone    = "StandAlone" // not trying: disconnected by the operator, split brain, unrelated data
+	ConnConnecting    = "Connecting"
+	ConnConnected     = "Connected"
+	ConnDisconnecting = "Disconnecting"
+)
+
+// Replication states (status "replication").
+const (
+	ReplOff         = "Off"
+	ReplEstablished = "Established"
+	ReplSyncSource  = "SyncSource"
+	ReplSyncTarget  = "SyncTarget"
+)
+
+// link is the replica's relation with one peer: it (re)connects, runs
+// the handshake and serves sessions, one at a time.
+type link struct {
+	r    *Replica
+	v    *volume.Volume
+	peer Peer
+	slot int
+	dial bool // the smaller node name dials
+	log  *slog.Logger
+
+	offers chan offer
+	quit   chan struct{}
+	kick   chan struct{}
+	once   sync.Once
+
+	mu    sync.Mutex
+	want  bool     // connecting wanted
+	sess  *session // live session, nil when none
+	state linkState
+	// discardMyData: the next handshake makes this side the split-brain
+	// victim (set by `blkrep resync --discard-my-data`).
+	discardMyData bool
+	forceFull     bool
+
+	sent, recvd atomic.Uint64
+	reconnects  atomic.Uint64
+}
+
+type offer struct {
+	c net.Conn
+	h helloIn
+}
+
+// linkState is what status shows, under link.mu.
+type linkState struct {
+	conn, repl string
+	peerRole   string
+	peerDisk   string
+	lastErr    string
+	splitBrain bool
+	handshake  *handshakeInfo
+	resync     *progress
+}
+
+type handshakeInfo struct {
+	at                       time.Time
+	rule, action             string
+	localCurrent, peerCurrnt uint64
+}
+
+func newLink(r *Replica, p Peer, slot int) *link {
+	return &link{
+		r: r, v: r.v, peer: p, slot: slot, dial: r.cfg.Node < p.Node,
+		log:    r.log.With("peer", p.Node),
+		offers: make(chan offer, 1), quit: make(chan struct{}), kick: make(chan struct{}, 1),
+		want:  true,
+		state: linkState{conn: ConnConnecting, repl: ReplOff, peerRole: "Unknown", peerDisk: "DUnknown"},
+	}
+}
+
+func (l *link) stop() {
+	l.once.Do(func() { close(l.quit) })
+	l.mu.Lock()
+	s := l.sess
+	l.mu.Unlock()
+	if s != nil {
+		s.kill(errors.New("shutting down"))
+	}
+}
+
+// offer hands an accepted connection to the link.
+func (l *link) offer(c net.Conn, h helloIn) {
+	if l.dial {
+		refuse(c, fmt.Sprintf("%s dials %s for volume %s, not the other way round (are both configurations the same file?)", l.r.cfg.Node, l.peer.Node, l.r.cfg.Volume))
+		return
+	}
+	select {
+	case l.offers <- offer{c, h}:
+	case <-l.quit:
+		c.Close()
+		return
+	default:
+		// One pending offer is enough; the newest wins.
+		select {
+		case old := <-l.offers:
+			old.c.Close()
+		default:
+		}
+		select {
+		case l.offers <- offer{c, h}:
+		default:
+			c.Close()
+		}
+	}
+	l.mu.Lock()
+	s := l.sess
+	l.mu.Unlock()
+	if s != nil {
+		// The peer reconnected: its end of the old session is gone.
+		s.kill(errors.New("the peer opened a new connection"))
+	}
+}
+
+func (l *link) event(kind, old, new, msg string) {
+	l.r.cfg.Event(l.peer.Node, kind, old, new, msg)
+}
+
+// setConn changes the connection state and reports it.
+func (l *link) setConn(state, msg string) {
+	l.mu.Lock()
+	old := l.state.conn
+	l.state.conn = state
+	l.mu.Unlock()
+	if old != state {
+		l.event("connection", old, state, msg)
+	}
+}
+
+func (l *link) setRepl(state, msg string) {
+	l.mu.Lock()
+	old := l.state.repl
+	l.state.repl = state
+	l.mu.Unlock()
+	if old != state {
+		l.event("replication", old, state, msg)
+	}
+}
+
+func (l *link) setErr(err error) {
+	l.mu.Lock()
+	l.state.lastErr = err.Error()
+	l.mu.Unlock()
+}
+
+// sleep waits d, or less if told to stop or connect now; false on stop.
+func (l *link) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-l.quit:
+		return false
+	case <-l.kick:
+		return true
+	case <-t.C:
+		return true
+	}
+}
+
+// run connects, serves and reconnects until stop.
+func (l *link) run() {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-l.quit; cancel() }()
+	first := true
+	for {
+		select {
+		case <-l.quit:
+			return
+		default:
+		}
+		l.mu.Lock()
+		want := l.want
+		l.mu.Unlock()
+		if !want {
+			l.setConn(ConnStandAlone, "")
+			select {
+			case <-l.quit:
+				return
+			case <-l.kick:
+			case o := <-l.offers:
+				// StandAlone: not accepting.
+				refuse(o.c, fmt.Sprintf("volume %s is StandAlone on %s (run `blkrep connect %s` there)", l.r.cfg.Volume, l.r.cfg.Node, l.r.cfg.Volume))
+			}
+			continue
+		}
+		l.setConn(ConnConnecting, "")
+		s, err := l.connect(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			l.setErr(err)
+			if first || !errors.Is(err, errNoOffer) {
+				l.log.Warn("cannot connect to peer", "address", l.peer.Address, "err", err)
+			}
+			first = false
+			var re *refusal
+			if errors.As(err, &re) && re.standAlone {
+				l.mu.Lock()
+				l.want = false
+				l.mu.Unlock()
+				continue
+			}
+			if !l.sleep(l.r.cfg.ConnectInterval) {
+				return
+			}
+			continue
+		}
+		first = true
+		l.serve(s)
+		l.reconnects.Add(1)
+	}
+}
+
+var errNoOffer = errors.New("waiting for the peer to connect")
+
+// refusal is a handshake outcome that is not a network failure.
+type refusal struct {
+	msg        string
+	standAlone bool // do not retry until told to
+}
+
+func (e *refusal) Error() string { return e.msg }
+
+// connect gets an authenticated connection (dialing, or taking the
+// peer's) and runs the handshake on it.
+func (l *link) connect(ctx context.Context) (*session, error) {
+	var c net.Conn
+	var br *bufio.Reader
+	if l.dial {
+		var err error
+		if c, br, err = l.dialAuth(ctx); err != nil {
+			return nil, err
+		}
+	} else {
+		t := time.NewTimer(l.r.cfg.ConnectInterval)
+		defer t.Stop()
+		select {
+		case o := <-l.offers:
+			if err := l.acceptAuth(o.c, o.h); err != nil {
+				o.c.Close()
+				return nil, err
+			}
+			c, br = o.c, o.h.br
+		case <-t.C:
+			return nil, errNoOffer
+		case <-l.kick:
+			return nil, errNoOffer
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	s := newSession(l, c, br)
+	if err := s.handshake(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// connectNow asks the link to (re)connect.
+func (l *link) connectNow() {
+	l.mu.Lock()
+	l.want = true
+	l.state.splitBrain = false
+	l.mu.Unlock()
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+// disconnect drops the session and stays StandAlone.
+func (l *link) disconnect() {
+	l.mu.Lock()
+	l.want = false
+	s := l.sess
+	l.mu.Unlock()
+	if s != nil {
+		l.setConn(ConnDisconnecting, "operator")
+		s.kill(errors.New("disconnected by the operator"))
+	}
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (l *link) peerPrimary() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sess != nil && l.state.peerRole == protocol.RolePrimary.String()
+}
+
+// connected reports whether a session is up.
+func (l *link) connected() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sess != nil
+}
+
+// ship queues a write for the peer: ok is false when no session is up.
+// Under protocols B and C the returned req completes on the peer's ack.
+func (l *link) ship(kind dataKind, data []byte, off, n int64, fua bool) (*req, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.sess
+	if s == nil || s.dead.Load() {
+		return nil, false
+	}
+	return s.ship(kind, data, off, n, fua)
+}
+
+// flush closes the epoch; with wait it returns a function that blocks
+// until the peer acknowledged it (false: the link failed first).
+func (l *link) flush(wait bool) func() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.sess
+	if s == nil || s.dead.Load() {
+		return nil
+	}
+	return s.closeEpoch(wait)
+}
+
+// sendState tells a connected peer about a role or generation change.
+func (l *link) sendState() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s := l.sess; s != nil {
+		st := s.localState()
+		s.q.put(protocol.MsgGens, st.Append(nil), nil)
+	}
+}

@@ -1,0 +1,252 @@
+package repl
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"time"
+
+	"github.com/blkrep/blkrep/internal/control"
+	"github.com/blkrep/blkrep/meta"
+)
+
+// handlerTimeout bounds a configured handler.
+const handlerTimeout = 60 * time.Second
+
+// Promote makes the replica Primary. It refuses while a connected peer is
+// Primary, and, without force, when the local data is not UpToDate (a
+// sync target, or never synced).
+func (r *Replica) Promote(force bool) error {
+	if r.v.Primary() {
+		return nil
+	}
+	for _, l := range r.links {
+		if l.peerPrimary() {
+			return fmt.Errorf("%w: %s is Primary; run `blkrep secondary %s` there first", ErrRefusedOp, l.peer.Node, r.cfg.Volume)
+		}
+		l.mu.Lock()
+		target := l.state.repl == ReplSyncTarget
+		l.mu.Unlock()
+		if target && !force {
+			return fmt.Errorf("%w: a resync from %s into this replica is running: its data is Inconsistent until it ends (`--force` would make it Primary anyway, with incomplete data)", ErrRefusedOp, l.peer.Node)
+		}
+	}
+	if !r.v.UpToDate() && !force {
+		return fmt.Errorf("%w: the local data is %s, not UpToDate: connect to a peer with good data and let the resync finish, or `blkrep primary --force %s` to declare this copy the good one",
+			ErrRefusedOp, r.DiskState(), r.cfg.Volume)
+	}
+	if err := r.v.SetPrimary(true, force); err != nil {
+		return err
+	}
+	r.cfg.Event("", "role", "Secondary", "Primary", "")
+	r.log.Info("now Primary", "force", force)
+	for _, l := range r.links {
+		l.sendState()
+	}
+	return nil
+}
+
+// Demote makes the replica Secondary; the caller has checked that no
+// client and no device uses it. Writes in flight have completed.
+func (r *Replica) Demote() error {
+	if !r.v.Primary() {
+		return nil
+	}
+	if err := r.Flush(); err != nil {
+		return fmt.Errorf("flushing before becoming Secondary: %w", err)
+	}
+	if err := r.v.SetPrimary(false, false); err != nil {
+		return err
+	}
+	r.cfg.Event("", "role", "Primary", "Secondary", "")
+	r.log.Info("now Secondary")
+	for _, l := range r.links {
+		l.sendState()
+	}
+	return nil
+}
+
+// ErrRefusedOp wraps an operator action refused in the current state.
+var ErrRefusedOp = fmt.Errorf("refused")
+
+// Connect (re)starts connecting to every peer.
+func (r *Replica) Connect() {
+	for _, l := range r.links {
+		l.connectNow()
+	}
+}
+
+// Disconnect drops every peer and stays StandAlone.
+func (r *Replica) Disconnect() {
+	for _, l := range r.links {
+		l.disconnect()
+	}
+}
+
+// Resync runs a new handshake now (reconnecting if needed). full: this
+// replica is the source of a full resync. discardMyData: this replica is
+// the split-brain victim.
+func (r *Replica) Resync(full, discardMyData bool) error {
+	if discardMyData && r.v.Primary() {
+		return fmt.Errorf("%w: this node is Primary: make it Secondary before discarding its data", ErrRefusedOp)
+	}
+	for _, l := range r.links {
+		l.mu.Lock()
+		l.discardMyData = discardMyData
+		l.forceFull = full
+		s := l.sess
+		l.mu.Unlock()
+		if s != nil && (full || discardMyData) {
+			s.kill(fmt.Errorf("reconnecting for the resync the operator asked for"))
+		}
+		l.connectNow()
+	}
+	return nil
+}
+
+// Invalidate makes this replica the target of a full resync.
+func (r *Replica) Invalidate() error {
+	if r.v.Primary() {
+		return fmt.Errorf("%w: this node is Primary: its data cannot be invalidated while it serves", ErrRefusedOp)
+	}
+	if err := r.v.Invalidate(); err != nil {
+		return err
+	}
+	for _, l := range r.links {
+		l.mu.Lock()
+		s := l.sess
+		l.mu.Unlock()
+		if s != nil {
+			s.kill(fmt.Errorf("reconnecting: the local data was invalidated"))
+		}
+		l.connectNow()
+	}
+	return nil
+}
+
+// DiskState is the local disk state: UpToDate, Consistent, Inconsistent.
+func (r *Replica) DiskState() string {
+	f := r.v.Flags()
+	switch {
+	case f&meta.FlagJustCreated != 0:
+		return "UpToDate"
+	case f&meta.FlagConsistent == 0:
+		return "Inconsistent"
+	case f&meta.FlagWasUpToDate == 0:
+		return "Consistent"
+	}
+	for _, l := range r.links {
+		l.mu.Lock()
+		target := l.state.repl == ReplSyncTarget
+		l.mu.Unlock()
+		if target {
+			return "Inconsistent"
+		}
+	}
+	return "UpToDate"
+}
+
+// Role is Primary or Secondary.
+func (r *Replica) Role() string {
+	if r.v.Primary() {
+		return "Primary"
+	}
+	return "Secondary"
+}
+
+// Protocol is the configured protocol letter.
+func (r *Replica) Protocol() string { return string(r.cfg.Protocol) }
+
+// Connection summarises the links: Connected when every peer is,
+// otherwise the first other state.
+func (r *Replica) Connection() string {
+	out := ConnConnected
+	for _, l := range r.links {
+		l.mu.Lock()
+		c := l.state.conn
+		l.mu.Unlock()
+		if c != ConnConnected {
+			return c
+		}
+	}
+	return out
+}
+
+// Peers reports every link for status.
+func (r *Replica) Peers() []control.Peer {
+	out := make([]control.Peer, 0, len(r.links))
+	for _, l := range r.links {
+		out = append(out, l.status())
+	}
+	return out
+}
+
+func (l *link) status() control.Peer {
+	l.mu.Lock()
+	st := l.state
+	var unacked int64
+	inflight := 0
+	if s := l.sess; s != nil {
+		unacked = s.q.queued()
+		inflight = len(s.waiting)
+	}
+	l.mu.Unlock()
+	p := control.Peer{
+		Node: l.peer.Node, Address: l.peer.Address,
+		Connection: st.conn, Replication: st.repl, Role: st.peerRole, Disk: st.peerDisk,
+		OutOfSyncBytes: l.v.DirtyBytes(l.slot), UnackedBytes: unacked, InFlightWrites: inflight,
+		SplitBrain: st.splitBrain, LastError: st.lastErr,
+		SentBytes: l.sent.Load(), ReceivedBytes: l.recvd.Load(), Reconnects: l.reconnects.Load(),
+	}
+	if h := st.handshake; h != nil {
+		p.Handshake = &control.Handshake{At: h.at.UTC(), Rule: h.rule, Action: h.action,
+			LocalCurrent: fmt.Sprintf("%016X", h.localCurrent), PeerCurrent: fmt.Sprintf("%016X", h.peerCurrnt)}
+	}
+	if rp := st.resync; rp != nil {
+		p.Resync = rp.status()
+	}
+	return p
+}
+
+func (p *progress) status() *control.Progress {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := &control.Progress{Running: p.running, Checksum: p.checksum, TotalBytes: p.total, DoneBytes: p.done,
+		SkippedBytes: p.skipped, StartedAt: p.started.UTC()}
+	end := time.Now()
+	if !p.running {
+		f := p.finished.UTC()
+		out.FinishedAt = &f
+		end = p.finished
+	}
+	if secs := end.Sub(p.started).Seconds(); secs > 0 {
+		out.RateBytesPerSec = float64(p.done) / secs
+		if p.running && out.RateBytesPerSec > 0 {
+			out.ETASeconds = float64(max(p.total-p.done, 0)) / out.RateBytesPerSec
+		}
+	}
+	return out
+}
+
+// splitBrainHandler runs the configured command, bounded in time, in the
+// background.
+func (r *Replica) splitBrainHandler(peer string) {
+	cmd := r.cfg.SplitBrainHandler
+	if cmd == "" {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), handlerTimeout)
+		defer cancel()
+		c := exec.CommandContext(ctx, "/bin/sh", "-c", cmd)
+		c.Env = append(os.Environ(), "BLKREP_VOLUME="+r.cfg.Volume, "BLKREP_NODE="+r.cfg.Node,
+			"BLKREP_PEER="+peer, "BLKREP_REASON=split-brain")
+		out, err := c.CombinedOutput()
+		if err != nil {
+			r.log.Error("split-brain handler failed", "command", cmd, "err", err, "output", string(out))
+			return
+		}
+		r.log.Info("split-brain handler ran", "command", cmd, "output", string(out))
+	}()
+}

@@ -1,0 +1,353 @@
+package repl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/blkrep/blkrep/internal/volume"
+	"github.com/blkrep/blkrep/nbd"
+)
+
+// Peer is one other replica of the volume.
+type Peer struct {
+	Node    string
+	Address string // host:port it listens on
+}
+
+// Config is what a Replica needs from the configuration.
+type Config struct {
+	Cluster, Volume, Node string
+	Protocol              byte // 'A', 'B' or 'C'
+	Peers                 []Peer
+	Secret                []byte
+
+	PingInterval, PingTimeout, Timeout, ConnectInterval time.Duration
+	MaxEpochWrites                                      int
+	// ResyncRateMax is bytes/s, 0 for unlimited; ResyncRateMin is the rate
+	// kept under application load; ResyncInFlight the target amount of
+	// requested, unanswered resync data.
+	ResyncRateMax, ResyncRateMin, ResyncInFlight int64
+	ResyncChecksums                              string // after-crash, always, never
+	AfterSplitBrain                              string
+	SplitBrainHandler                            string
+
+	Log *slog.Logger
+	// Event is called on state changes (never blocks for long).
+	Event func(peer, kind, old, new, msg string)
+	// Dial connects to a peer (net.Dialer by default; tests inject a
+	// fake network).
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
+}
+
+func (c *Config) defaults() {
+	if c.Protocol == 0 {
+		c.Protocol = 'C'
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = 10 * time.Second
+	}
+	if c.PingTimeout == 0 {
+		c.PingTimeout = 500 * time.Millisecond
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 6 * time.Second
+	}
+	if c.ConnectInterval == 0 {
+		c.ConnectInterval = 3 * time.Second
+	}
+	if c.MaxEpochWrites == 0 {
+		c.MaxEpochWrites = 2048
+	}
+	if c.ResyncInFlight == 0 {
+		c.ResyncInFlight = 8 << 20
+	}
+	if c.ResyncRateMin == 0 {
+		c.ResyncRateMin = 4 << 20
+	}
+	if c.ResyncChecksums == "" {
+		c.ResyncChecksums = "after-crash"
+	}
+	if c.AfterSplitBrain == "" {
+		c.AfterSplitBrain = "disconnect"
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	if c.Event == nil {
+		c.Event = func(peer, kind, old, new, msg string) {}
+	}
+	if c.Dial == nil {
+		c.Dial = func(ctx context.Context, addr string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", addr)
+		}
+	}
+}
+
+// Replica is one volume's local replica with its links to the peers. It
+// is the volume's nbd.Backend.
+type Replica struct {
+	cfg   Config
+	v     *volume.Volume
+	log   *slog.Logger
+	links []*link
+	cf    *conflicts
+
+	mu     sync.Mutex
+	closed bool
+	// clients counts open NBD clients (secondary refuses while any).
+	wg sync.WaitGroup
+}
+
+// New wraps v, which must have been opened with Options.Replicated (or
+// Secondary). Start begins connecting.
+func New(cfg Config, v *volume.Volume) (*Replica, error) {
+	cfg.defaults()
+	r := &Replica{cfg: cfg, v: v, log: cfg.Log, cf: newConflicts()}
+	for _, p := range cfg.Peers {
+		slot := v.SlotOf(p.Node)
+		if slot < 0 {
+			return nil, fmt.Errorf("volume %s: peer %q has no bitmap slot", cfg.Volume, p.Node)
+		}
+		r.links = append(r.links, newLink(r, p, slot))
+	}
+	return r, nil
+}
+
+// Start begins connecting to every peer.
+func (r *Replica) Start() {
+	for _, l := range r.links {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			l.run()
+		}()
+	}
+}
+
+// Close disconnects every peer and waits for the links to stop. The
+// volume itself is closed by the caller afterwards.
+func (r *Replica) Close() {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	for _, l := range r.links {
+		l.stop()
+	}
+	r.wg.Wait()
+}
+
+// Volume returns the local replica.
+func (r *Replica) Volume() *volume.Volume { return r.v }
+
+// Accept hands an authenticated-to-be connection for this volume to the
+// link of the peer that dialed. The Hello has been read already.
+func (r *Replica) accept(c net.Conn, h helloIn) {
+	for _, l := range r.links {
+		if l.peer.Node == h.hello.From {
+			l.offer(c, h)
+			return
+		}
+	}
+	refuse(c, fmt.Sprintf("node %q holds no replica of volume %q in %s's configuration", h.hello.From, r.cfg.Volume, r.cfg.Node))
+}
+
+var (
+	_ nbd.Backend   = (*Replica)(nil)
+	_ nbd.FUAWriter = (*Replica)(nil)
+	_ nbd.Trimmer   = (*Replica)(nil)
+	_ nbd.Zeroer    = (*Replica)(nil)
+	_ nbd.Cacher    = (*Replica)(nil)
+	_ nbd.Extenter  = (*Replica)(nil)
+)
+
+// ErrSecondary refuses I/O on a Secondary.
+var ErrSecondary = errors.New("volume is Secondary")
+
+// Admit is asked before an NBD client is served: a Secondary refuses,
+// naming the Primary if one is connected.
+func (r *Replica) Admit() error {
+	if r.v.Primary() {
+		return nil
+	}
+	for _, l := range r.links {
+		if p := l.peerPrimary(); p {
+			return fmt.Errorf("volume %s is Secondary on %s; the Primary is %s", r.cfg.Volume, r.cfg.Node, l.peer.Node)
+		}
+	}
+	return fmt.Errorf("volume %s is Secondary on %s and no Primary is connected; make one Primary with `blkrep primary %s`", r.cfg.Volume, r.cfg.Node, r.cfg.Volume)
+}
+
+// Size is the exported size.
+func (r *Replica) Size() int64 { return r.v.Size() }
+
+// ReadAt reads locally (only the Primary serves clients; its data is
+// always up to date).
+func (r *Replica) ReadAt(p []byte, off int64) (int, error) {
+	if !r.v.Primary() {
+		return 0, ErrSecondary
+	}
+	return r.v.ReadAt(p, off)
+}
+
+// WriteAt replicates a write.
+func (r *Replica) WriteAt(p []byte, off int64) (int, error) {
+	return r.write(kindWrite, p, off, int64(len(p)), false)
+}
+
+// WriteAtFUA replicates a write that is durable on return (on the peer
+// too under protocol C).
+func (r *Replica) WriteAtFUA(p []byte, off int64) (int, error) {
+	return r.write(kindWrite, p, off, int64(len(p)), true)
+}
+
+// Trim replicates a discard.
+func (r *Replica) Trim(off, n int64) error {
+	_, err := r.write(kindTrim, nil, off, n, false)
+	return err
+}
+
+// WriteZeroes replicates zeroing.
+func (r *Replica) WriteZeroes(off, n int64, noHole, fast bool) error {
+	if fast {
+		return fmt.Errorf("%w: fast zeroing", volume.ErrUnsupported)
+	}
+	_, err := r.write(kindZeroes, nil, off, n, false)
+	return err
+}
+
+// Cache prefetches.
+func (r *Replica) Cache(off, n int64) error { return r.v.Cache(off, n) }
+
+// Extents reports allocation.
+func (r *Replica) Extents(off, n int64, fn func(off, length int64, flags uint32) bool) error {
+	return r.v.Extents(off, n, fn)
+}
+
+// Flush makes every completed write durable locally and, under protocol
+// C, on every connected peer; under A and B it closes the epoch.
+func (r *Replica) Flush() error {
+	if !r.v.Primary() {
+		return ErrSecondary
+	}
+	waits := make([]func() bool, 0, len(r.links))
+	for _, l := range r.links {
+		if w := l.flush(r.cfg.Protocol == 'C'); w != nil {
+			waits = append(waits, w)
+		}
+	}
+	err := r.v.Flush()
+	for _, w := range waits {
+		w() // a lost link marked its unacknowledged writes; the flush still succeeds locally
+	}
+	return err
+}
+
+type dataKind uint8
+
+const (
+	kindWrite dataKind = iota
+	kindTrim
+	kindZeroes
+)
+
+// write is the replicated write path: the activity log (Chunks), the
+// conflict set, queue to the peers, the local write, then the wait the
+// protocol asks for. Peers that did not get it are marked, and the
+// generation rotated, before the write is acknowledged.
+func (r *Replica) write(kind dataKind, p []byte, off, n int64, fua bool) (int, error) {
+	if !r.v.Primary() {
+		return 0, ErrSecondary
+	}
+	done := 0
+	err := r.v.Chunks(off, n, func(o, m int64) error {
+		var data []byte
+		if kind == kindWrite {
+			data = p[o-off : o-off+m]
+		}
+		s := r.cf.lock(o, m)
+		var reqs [8]*req
+		var missed [8]int
+		nmiss := 0
+		for i, l := range r.links {
+			rq, ok := l.ship(kind, data, o, m, fua)
+			if !ok {
+				missed[nmiss] = l.slot
+				nmiss++
+			}
+			if i < len(reqs) {
+				reqs[i] = rq
+			}
+		}
+		err := r.local(kind, data, o, m, fua)
+		r.cf.unlock(s)
+		for i, l := range r.links {
+			if i < len(reqs) && reqs[i] != nil && !reqs[i].wait() {
+				missed[nmiss] = l.slot
+				nmiss++
+			}
+		}
+		if nmiss > 0 {
+			for _, slot := range missed[:nmiss] {
+				r.v.Mark(slot, o, m)
+			}
+			if rerr := r.v.EnsureRotated(missed[:nmiss]); rerr != nil && err == nil {
+				err = rerr
+			}
+		}
+		if err == nil {
+			done += int(m)
+		}
+		return err
+	})
+	return done, err
+}
+
+func (r *Replica) local(kind dataKind, data []byte, off, n int64, fua bool) error {
+	d := r.v.Data()
+	var err error
+	switch kind {
+	case kindWrite:
+		if fua {
+			_, err = d.WriteAtFUA(data, off)
+		} else {
+			_, err = d.WriteAt(data, off)
+		}
+	case kindTrim:
+		err = trim(d, off, n)
+	case kindZeroes:
+		err = zeroes(d, off, n)
+	}
+	return err
+}
+
+// trim discards a range on disks that can. Both replicas trim the same
+// ranges; a disk that cannot keeps the old data (allowed by TRIM).
+func trim(d volume.Disk, off, n int64) error {
+	if t, ok := d.(nbd.Trimmer); ok {
+		return t.Trim(off, n)
+	}
+	return nil
+}
+
+// zeroes writes zeroes over a range, with the disk's own WRITE_ZEROES if
+// it has one.
+func zeroes(d volume.Disk, off, n int64) error {
+	if z, ok := d.(nbd.Zeroer); ok {
+		return z.WriteZeroes(off, n, false, false)
+	}
+	buf := make([]byte, min(n, 1<<20))
+	for n > 0 {
+		k := min(n, int64(len(buf)))
+		if _, err := d.WriteAt(buf[:k], off); err != nil {
+			return err
+		}
+		off, n = off+k, n-k
+	}
+	return nil
+}

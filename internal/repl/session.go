@@ -1,0 +1,756 @@
+package repl
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/blkrep/blkrep/internal/volume"
+	"github.com/blkrep/blkrep/protocol"
+)
+
+// session is one authenticated connection with the peer.
+type session struct {
+	l  *link
+	v  *volume.Volume
+	c  net.Conn
+	br *bufio.Reader
+	q  *sendq
+
+	peer     protocol.State // the peer's state (handshake, then MsgGens)
+	proto    byte
+	decision protocol.Decision
+
+	dead    atomic.Bool
+	errOnce sync.Once
+	err     error
+	wg      sync.WaitGroup
+
+	// Primary side, under l.mu.
+	seq         uint64
+	epoch       uint64
+	epochWrites int
+	epochStart  time.Time
+	cur         *epochRec // the open epoch, nil before its first write
+	epochs      []*epochRec
+	waiting     map[uint64]*req
+	sentCurrent uint64
+
+	// Ack timeout: outstanding writes or epochs, and when the last ack
+	// (or the first outstanding item) happened.
+	outstanding  atomic.Int64
+	lastProgress atomic.Int64
+
+	rs *resync // while SyncTarget or SyncSource
+}
+
+// epochRec is a sent epoch awaiting its barrier ack.
+type epochRec struct {
+	num     uint64
+	ranges  []span
+	closed  bool
+	waiters []chan bool
+}
+
+// req is one write awaiting the peer's ack (protocols B and C).
+type req struct {
+	done chan struct{}
+	ok   bool
+}
+
+func (r *req) wait() bool {
+	<-r.done
+	return r.ok
+}
+
+func newSession(l *link, c net.Conn, br *bufio.Reader) *session {
+	return &session{l: l, v: l.v, c: c, br: br, q: newSendq(), proto: l.r.cfg.Protocol,
+		epoch: 1, waiting: map[uint64]*req{}}
+}
+
+// kill ends the session; the first error is kept.
+func (s *session) kill(err error) {
+	s.errOnce.Do(func() {
+		s.err = err
+		s.dead.Store(true)
+		s.c.Close()
+		s.q.close(err)
+		if rs := s.rs; rs != nil {
+			rs.mu.Lock()
+			rs.cond.Broadcast()
+			rs.mu.Unlock()
+		}
+	})
+}
+
+// localState is what this replica tells the peer.
+func (s *session) localState() protocol.State {
+	l := s.l
+	g := s.v.Gens(l.slot)
+	st := protocol.State{
+		VolumeUUID:  volume.UUID(l.r.cfg.Cluster, l.r.cfg.Volume),
+		SizeBytes:   uint64(s.v.Size()),
+		BytesPerBit: s.v.BytesPerBit(),
+		Protocol:    l.r.cfg.Protocol,
+		Current:     g.Current,
+		Bitmap:      g.Bitmap,
+		History:     g.History,
+		DirtyBytes:  uint64(s.v.DirtyBytes(l.slot)),
+	}
+	if g.Primary {
+		st.Role = protocol.RolePrimary
+		st.PrimarySince = uint64(s.v.PrimarySince().UnixNano())
+	}
+	if g.CrashedPrimary {
+		st.Flags |= protocol.StateCrashedPrimary
+	}
+	if g.Inconsistent {
+		st.Flags |= protocol.StateInconsistent
+	}
+	if g.Dirty {
+		st.Flags |= protocol.StateDirty
+	}
+	if l.discardMyData {
+		st.Flags |= protocol.StateDiscardMyData
+	}
+	if l.forceFull {
+		st.Flags |= protocol.StateFullSource
+	}
+	return st
+}
+
+func gensOf(st protocol.State, node string) protocol.Gens {
+	return protocol.Gens{
+		Current: st.Current, Bitmap: st.Bitmap, History: st.History,
+		CrashedPrimary: st.Flags&protocol.StateCrashedPrimary != 0,
+		Primary:        st.Role == protocol.RolePrimary,
+		Dirty:          st.Flags&protocol.StateDirty != 0,
+		Inconsistent:   st.Flags&protocol.StateInconsistent != 0,
+		Node:           node,
+	}
+}
+
+func diskState(st protocol.State) string {
+	if st.Flags&protocol.StateInconsistent != 0 {
+		return "Inconsistent"
+	}
+	return "UpToDate"
+}
+
+// handshake exchanges states, decides, and exchanges bitmaps.
+func (s *session) handshake() error {
+	l := s.l
+	cfg := &l.r.cfg
+	l.mu.Lock()
+	mine := s.localState()
+	l.mu.Unlock()
+	if err := send(s.c, protocol.MsgState, mine.Append(nil)); err != nil {
+		return err
+	}
+	p, err := expect(s.br, protocol.MsgState)
+	if err != nil {
+		return err
+	}
+	peer, err := protocol.DecodeState(p)
+	if err != nil {
+		return err
+	}
+	s.peer = peer
+	switch {
+	case peer.VolumeUUID != mine.VolumeUUID:
+		return s.refuseStandAlone(fmt.Sprintf("unrelated data: %s's volume %s has uuid %s, ours %s",
+			l.peer.Node, cfg.Volume, volume.FormatUUID(peer.VolumeUUID), volume.FormatUUID(mine.VolumeUUID)))
+	case peer.SizeBytes != mine.SizeBytes:
+		return s.refuseStandAlone(fmt.Sprintf("size mismatch: %s's replica of %s is %d bytes, ours %d; both must match the configuration",
+			l.peer.Node, cfg.Volume, peer.SizeBytes, mine.SizeBytes))
+	case peer.BytesPerBit != mine.BytesPerBit:
+		return s.refuseStandAlone(fmt.Sprintf("bytes_per_bit differs: %s has %d, we have %d", l.peer.Node, peer.BytesPerBit, mine.BytesPerBit))
+	case peer.Protocol != mine.Protocol:
+		return s.refuseStandAlone(fmt.Sprintf("protocol differs: %s uses %c, we use %c", l.peer.Node, peer.Protocol, mine.Protocol))
+	case peer.Role == protocol.RolePrimary && mine.Role == protocol.RolePrimary:
+		return s.refuseStandAlone(fmt.Sprintf("both %s and %s are Primary: demote one (`blkrep secondary %s`); if both wrote, this is a split brain",
+			cfg.Node, l.peer.Node, cfg.Volume))
+	}
+	local, remote := gensOf(mine, cfg.Node), gensOf(peer, l.peer.Node)
+	d := protocol.Decide(local, remote)
+	d = s.resolve(d, mine, peer)
+	s.decision = d
+	l.log.Info("handshake", "rule", d.Rule, "action", d.Action.String(),
+		"local_current", fmt.Sprintf("%016X", mine.Current), "peer_current", fmt.Sprintf("%016X", peer.Current))
+	l.mu.Lock()
+	l.state.handshake = &handshakeInfo{at: time.Now(), rule: d.Rule, action: d.Action.String(), localCurrent: mine.Current, peerCurrnt: peer.Current}
+	l.state.peerRole, l.state.peerDisk = peer.Role.String(), diskState(peer)
+	l.mu.Unlock()
+	l.event("handshake", "", d.Action.String(), "rule "+d.Rule)
+
+	switch d.Action {
+	case protocol.Unrelated:
+		return s.refuseStandAlone(fmt.Sprintf("refusing to connect: %s and %s share no data generation (rule %s): "+
+			"unrelated data is never overwritten; if one side is garbage, recreate its metadata (`blkrep create-md --force %s`) and connect again",
+			cfg.Node, l.peer.Node, d.Rule, cfg.Volume))
+	case protocol.SplitBrain:
+		l.mu.Lock()
+		l.state.splitBrain = true
+		l.mu.Unlock()
+		msg := fmt.Sprintf("SPLIT BRAIN detected with %s (rule %s): both sides wrote since they last were in sync; "+
+			"nothing is overwritten. On the node whose changes to drop run `blkrep resync %s --discard-my-data`", l.peer.Node, d.Rule, cfg.Volume)
+		l.log.Error(msg)
+		l.event("split-brain", "", "", msg)
+		l.r.splitBrainHandler(l.peer.Node)
+		return s.refuseStandAlone(msg)
+	}
+	if d.Action.IsTarget() && mine.Role == protocol.RolePrimary || d.Action.IsSource() && peer.Role == protocol.RolePrimary {
+		target := cfg.Node
+		if d.Action.IsSource() {
+			target = l.peer.Node
+		}
+		return s.refuseRetry(fmt.Sprintf("resync from %s would overwrite the data of %s, which is Primary (rule %s): demote it first", l.peer.Node, target, d.Rule))
+	}
+
+	// Exchange bitmaps for a bitmap resync; a full one sets every bit.
+	switch d.Action {
+	case protocol.SourceFull, protocol.TargetFull:
+		s.v.SetAll(l.slot)
+	case protocol.SourceBitmap, protocol.TargetBitmap:
+		if err := s.exchangeBitmaps(); err != nil {
+			return err
+		}
+	}
+	switch {
+	case d.Action.IsTarget():
+		if err := s.v.StartSyncTarget(l.slot, d.Action == protocol.TargetFull, peer.Current); err != nil {
+			return err
+		}
+	case d.Action == protocol.NoSync && !local.Inconsistent:
+		if err := s.v.InSync(l.slot); err != nil {
+			return err
+		}
+	}
+	l.mu.Lock()
+	l.discardMyData, l.forceFull = false, false
+	l.state.splitBrain = false
+	l.state.lastErr = ""
+	l.mu.Unlock()
+	return nil
+}
+
+// resolve applies the split-brain policies and the operator's
+// --discard-my-data / --full requests to a decision.
+func (s *session) resolve(d protocol.Decision, mine, peer protocol.State) protocol.Decision {
+	cfg := &s.l.r.cfg
+	if d.Action == protocol.SplitBrain {
+		victimLocal, ok := protocol.SplitBrainVictim(cfg.AfterSplitBrain, mine, peer, cfg.Node < s.l.peer.Node)
+		if ok {
+			rule := d.Rule + "+" + cfg.AfterSplitBrain
+			if mine.Flags&protocol.StateDiscardMyData != 0 || peer.Flags&protocol.StateDiscardMyData != 0 {
+				rule = d.Rule + "+discard-my-data"
+			}
+			s.l.log.Warn("split brain resolved: the victim's changes are discarded", "rule", d.Rule, "victim_is_local", victimLocal, "policy", rule)
+			switch {
+			case victimLocal && d.BitmapUsable:
+				return protocol.Decision{Action: protocol.TargetBitmap, Rule: rule}
+			case victimLocal:
+				return protocol.Decision{Action: protocol.TargetFull, Rule: rule}
+			case d.BitmapUsable:
+				return protocol.Decision{Action: protocol.SourceBitmap, Rule: rule}
+			default:
+				return protocol.Decision{Action: protocol.SourceFull, Rule: rule}
+			}
+		}
+	}
+	// `blkrep resync --full` on one side: that side is the source of a
+	// full sync (on both sides at once, the Primary's or the smaller
+	// name's request wins).
+	lf, pf := mine.Flags&protocol.StateFullSource != 0, peer.Flags&protocol.StateFullSource != 0
+	if lf && pf {
+		lf = mine.Role == protocol.RolePrimary || (mine.Role == peer.Role && cfg.Node < s.l.peer.Node)
+		pf = !lf
+	}
+	switch {
+	case lf && !mine.Inconsistent():
+		return protocol.Decision{Action: protocol.SourceFull, Rule: "operator-full-resync"}
+	case pf && !peer.Inconsistent():
+		return protocol.Decision{Action: protocol.TargetFull, Rule: "operator-full-resync"}
+	}
+	return d
+}
+
+func (s *session) refuseStandAlone(msg string) error {
+	refuse(s.c, msg)
+	return &refusal{msg: msg, standAlone: true}
+}
+
+func (s *session) refuseRetry(msg string) error {
+	refuse(s.c, msg)
+	return &refusal{msg: msg}
+}
+
+// exchangeBitmaps sends this replica's bitmap for the peer while reading
+// the peer's into the same slot: both end with the union.
+func (s *session) exchangeBitmaps() error {
+	l := s.l
+	errc := make(chan error, 1)
+	go func() {
+		var from uint64
+		nbits := s.v.NBits()
+		for {
+			runs, next := s.v.Runs(l.slot, from, 4096)
+			if len(runs) > 0 {
+				m := protocol.BitmapMsg{Runs: runs}
+				if err := send(s.c, protocol.MsgBitmap, m.Append(nil)); err != nil {
+					errc <- err
+					return
+				}
+			}
+			if next >= nbits {
+				break
+			}
+			from = next
+		}
+		errc <- send(s.c, protocol.MsgBitmapDone, nil)
+	}()
+	var runs []protocol.Run
+	nbits := s.v.NBits()
+	var recvErr error
+	for recvErr == nil {
+		t, p, _, err := protocol.ReadMessage(s.br, nil)
+		if err != nil {
+			recvErr = err
+			break
+		}
+		if t == protocol.MsgBitmapDone {
+			break
+		}
+		if t != protocol.MsgBitmap {
+			recvErr = fmt.Errorf("%w: expected bitmap, got %s", protocol.ErrMalformed, t)
+			break
+		}
+		m, err := protocol.DecodeBitmap(p, nbits)
+		if err != nil {
+			recvErr = err
+			break
+		}
+		runs = append(runs, m.Runs...)
+	}
+	if recvErr != nil {
+		s.c.Close()
+		<-errc
+		return recvErr
+	}
+	if err := <-errc; err != nil {
+		return err
+	}
+	return s.v.MarkRuns(l.slot, runs)
+}
+
+// serve runs an established session until it fails, then tears it down.
+func (l *link) serve(s *session) {
+	s.c.SetDeadline(time.Time{})
+	d := s.decision
+	repl := ReplEstablished
+	switch {
+	case d.Action.IsTarget():
+		s.rs = newResync(s, true)
+		repl = ReplSyncTarget
+	case d.Action.IsSource():
+		s.rs = newResync(s, false)
+		repl = ReplSyncSource
+	}
+	l.mu.Lock()
+	l.sess = s
+	s.sentCurrent = s.v.Current()
+	if s.rs != nil {
+		l.state.resync = s.rs.prog
+	}
+	l.mu.Unlock()
+	l.setConn(ConnConnected, "")
+	l.setRepl(repl, "rule "+d.Rule)
+	s.wg.Add(3)
+	go func() {
+		defer s.wg.Done()
+		err := s.q.run(s.c, func(n int64) { l.sent.Add(uint64(n)) })
+		if err != nil {
+			s.kill(err)
+		}
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.kill(s.receive())
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.pinger()
+	}()
+	if s.rs != nil && s.rs.target {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.rs.request(); err != nil {
+				s.kill(err)
+			}
+		}()
+	}
+	s.wg.Wait()
+	l.teardown(s)
+}
+
+// teardown runs after every goroutine of s stopped: every write of an
+// unacknowledged epoch may be missing on the peer, so it is marked before
+// its hold is dropped; writes waiting for an ack complete as lost.
+func (l *link) teardown(s *session) {
+	l.mu.Lock()
+	l.sess = nil
+	epochs := s.epochs
+	if s.cur != nil {
+		epochs = append(epochs, s.cur)
+	}
+	s.epochs, s.cur = nil, nil
+	waiting := s.waiting
+	s.waiting = map[uint64]*req{}
+	repl := l.state.repl
+	l.state.peerRole, l.state.peerDisk = "Unknown", "DUnknown"
+	l.state.lastErr = s.err.Error()
+	l.mu.Unlock()
+	marked := int64(0)
+	for _, e := range epochs {
+		for _, r := range e.ranges {
+			l.v.Mark(l.slot, r.off, r.end-r.off)
+			marked += r.end - r.off
+			l.v.UnholdRange(r.off, r.end-r.off)
+		}
+		for _, w := range e.waiters {
+			w <- false
+		}
+	}
+	for _, r := range waiting {
+		r.ok = false
+		close(r.done)
+	}
+	if s.rs != nil && s.rs.target {
+		s.rs.checkpoint()
+	}
+	l.log.Warn("connection to peer lost", "err", s.err, "unacknowledged_bytes_marked", marked)
+	l.setRepl(ReplOff, "")
+	l.setConn(ConnConnecting, s.err.Error())
+	_ = repl
+}
+
+// ship queues one write (under l.mu).
+func (s *session) ship(kind dataKind, data []byte, off, n int64, fua bool) (*req, bool) {
+	if cur := s.v.Current(); cur != s.sentCurrent {
+		// The Primary's first write on just-created metadata made a
+		// generation: the peer adopts it before the data.
+		st := s.localState()
+		if !s.q.put(protocol.MsgGens, st.Append(nil), nil) {
+			return nil, false
+		}
+		s.sentCurrent = cur
+	}
+	if s.cur == nil {
+		s.cur = &epochRec{num: s.epoch}
+		s.epochStart = time.Now()
+	}
+	if err := s.v.HoldRange(off, n); err != nil {
+		s.l.log.Error("cannot hold activity-log extents for an epoch", "err", err)
+		return nil, false
+	}
+	s.cur.ranges = append(s.cur.ranges, span{off, off + n})
+	s.seq++
+	m := protocol.Data{Seq: s.seq, Offset: uint64(off), Length: uint32(n)}
+	switch kind {
+	case kindTrim:
+		m.Kind = protocol.KindTrim
+	case kindZeroes:
+		m.Kind = protocol.KindZeroes
+	default:
+		if s.proto == 'A' {
+			data = append([]byte(nil), data...) // completes before it is sent
+		}
+	}
+	if fua {
+		m.Flags |= protocol.DataFUA
+	}
+	var rq *req
+	if s.proto != 'A' {
+		rq = &req{done: make(chan struct{})}
+		s.waiting[s.seq] = rq
+		s.addOutstanding()
+	}
+	if kind != kindWrite {
+		data = nil
+	}
+	if !s.q.put(protocol.MsgData, m.AppendFixed(nil), data) {
+		// The session died: teardown marks the epoch's ranges and
+		// completes rq as lost.
+		return rq, true
+	}
+	s.epochWrites++
+	if fua || s.epochWrites >= s.l.r.cfg.MaxEpochWrites {
+		s.closeEpoch(false)
+	}
+	return rq, true
+}
+
+func (s *session) addOutstanding() {
+	if s.outstanding.Add(1) == 1 {
+		s.lastProgress.Store(time.Now().UnixNano())
+	}
+}
+
+func (s *session) doneOutstanding() {
+	s.outstanding.Add(-1)
+	s.lastProgress.Store(time.Now().UnixNano())
+}
+
+// closeEpoch sends a barrier for the open epoch (under l.mu). With wait,
+// it returns a function that waits for the newest unacknowledged epoch's
+// ack (nil when nothing is unacknowledged).
+func (s *session) closeEpoch(wait bool) func() bool {
+	if s.cur != nil {
+		e := s.cur
+		e.closed = true
+		s.cur = nil
+		s.epochs = append(s.epochs, e)
+		s.epoch++
+		s.epochWrites = 0
+		s.addOutstanding()
+		s.q.put(protocol.MsgBarrier, protocol.U64{V: e.num}.Append(nil), nil)
+	}
+	if !wait || len(s.epochs) == 0 {
+		return nil
+	}
+	ch := make(chan bool, 1)
+	last := s.epochs[len(s.epochs)-1]
+	last.waiters = append(last.waiters, ch)
+	return func() bool { return <-ch }
+}
+
+// barrierAck completes every epoch up to num.
+func (s *session) barrierAck(num uint64) error {
+	l := s.l
+	l.mu.Lock()
+	var acked []*epochRec
+	for len(s.epochs) > 0 && s.epochs[0].num <= num {
+		acked = append(acked, s.epochs[0])
+		s.epochs = s.epochs[1:]
+	}
+	l.mu.Unlock()
+	if len(acked) == 0 {
+		return fmt.Errorf("%w: barrier ack for epoch %d, which is not outstanding", protocol.ErrMalformed, num)
+	}
+	for _, e := range acked {
+		s.doneOutstanding()
+		for _, r := range e.ranges {
+			s.v.UnholdRange(r.off, r.end-r.off)
+		}
+		for _, w := range e.waiters {
+			w <- true
+		}
+	}
+	return nil
+}
+
+func (s *session) writeAck(seq uint64) error {
+	l := s.l
+	l.mu.Lock()
+	rq := s.waiting[seq]
+	delete(s.waiting, seq)
+	l.mu.Unlock()
+	if rq == nil {
+		return fmt.Errorf("%w: ack for write %d, which is not outstanding", protocol.ErrMalformed, seq)
+	}
+	s.doneOutstanding()
+	rq.ok = true
+	close(rq.done)
+	return nil
+}
+
+// pinger sends keepalives, enforces the ack timeout and closes epochs
+// that stay open while the activity log needs their extents.
+func (s *session) pinger() {
+	cfg := &s.l.r.cfg
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	lastPing := time.Now()
+	for {
+		select {
+		case <-tick.C:
+		case <-s.l.quit:
+			return
+		}
+		if s.dead.Load() {
+			return
+		}
+		now := time.Now()
+		if now.Sub(lastPing) >= cfg.PingInterval {
+			lastPing = now
+			s.q.put(protocol.MsgPing, protocol.U64{V: uint64(now.UnixNano())}.Append(nil), nil)
+		}
+		if s.outstanding.Load() > 0 && now.Sub(time.Unix(0, s.lastProgress.Load())) > cfg.Timeout {
+			s.kill(fmt.Errorf("the peer acknowledged nothing for %s (timeout)", cfg.Timeout))
+			return
+		}
+		if s.l.mu.TryLock() {
+			if s.cur != nil && (now.Sub(s.epochStart) > time.Second || s.v.Waiters()) {
+				s.closeEpoch(false)
+			}
+			s.l.mu.Unlock()
+		}
+	}
+}
+
+// receive reads and handles messages until the connection fails.
+func (s *session) receive() error {
+	cfg := &s.l.r.cfg
+	var buf []byte
+	size := uint64(s.v.Size())
+	for {
+		s.c.SetReadDeadline(time.Now().Add(cfg.PingInterval + cfg.PingTimeout))
+		t, p, nb, err := protocol.ReadMessage(s.br, buf)
+		buf = nb
+		if err != nil {
+			if s.dead.Load() {
+				return s.err
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return fmt.Errorf("the peer sent nothing for %s (ping timeout)", cfg.PingInterval+cfg.PingTimeout)
+			}
+			return fmt.Errorf("reading from the peer: %w", err)
+		}
+		s.l.recvd.Add(uint64(protocol.HeaderSize + len(p)))
+		if err := s.handle(t, p, size); err != nil {
+			return err
+		}
+		if cap(buf) > 4<<20 {
+			buf = nil // do not keep a 32 MiB buffer after one big write
+		}
+	}
+}
+
+func (s *session) handle(t protocol.MsgType, p []byte, size uint64) error {
+	switch t {
+	case protocol.MsgData:
+		m, err := protocol.DecodeData(p, size)
+		if err != nil {
+			return err
+		}
+		return s.apply(m)
+	case protocol.MsgRecvAck, protocol.MsgWriteAck:
+		u, err := protocol.DecodeU64(p, t)
+		if err != nil {
+			return err
+		}
+		return s.writeAck(u.V)
+	case protocol.MsgNegAck:
+		u, _ := protocol.DecodeU64(p, t)
+		return fmt.Errorf("the peer failed to write (write %d): its disk has a problem", u.V)
+	case protocol.MsgBarrier:
+		u, err := protocol.DecodeU64(p, t)
+		if err != nil {
+			return err
+		}
+		if err := s.v.Data().Flush(); err != nil {
+			s.q.put(protocol.MsgRefuse, (&protocol.Refuse{Reason: "flush failed: " + err.Error()}).Append(nil), nil)
+			return fmt.Errorf("flushing for epoch %d: %w", u.V, err)
+		}
+		s.q.put(protocol.MsgBarrierAck, u.Append(nil), nil)
+	case protocol.MsgBarrierAck:
+		u, err := protocol.DecodeU64(p, t)
+		if err != nil {
+			return err
+		}
+		return s.barrierAck(u.V)
+	case protocol.MsgPing:
+		u, err := protocol.DecodeU64(p, t)
+		if err != nil {
+			return err
+		}
+		s.q.put(protocol.MsgPingAck, u.Append(nil), nil)
+	case protocol.MsgPingAck:
+	case protocol.MsgGens:
+		st, err := protocol.DecodeState(p)
+		if err != nil {
+			return err
+		}
+		return s.peerChanged(st)
+	case protocol.MsgRefuse:
+		r, err := protocol.DecodeRefuse(p)
+		if err != nil {
+			return err
+		}
+		return fmt.Errorf("%w by the peer: %s", errRefused, r.Reason)
+	case protocol.MsgResyncReq, protocol.MsgCsumReq, protocol.MsgResyncData, protocol.MsgResyncSame,
+		protocol.MsgResyncAck, protocol.MsgResyncDone:
+		if s.rs == nil {
+			return fmt.Errorf("%w: %s outside a resync", protocol.ErrMalformed, t)
+		}
+		return s.rs.handle(t, p, size)
+	default:
+		return fmt.Errorf("%w: unexpected %s", protocol.ErrMalformed, t)
+	}
+	return nil
+}
+
+// apply writes one of the Primary's writes (Secondary side), in the
+// order received.
+func (s *session) apply(m protocol.Data) error {
+	if s.v.Primary() {
+		return fmt.Errorf("the peer sent a write but this node is Primary: refusing (two primaries)")
+	}
+	if s.proto == 'B' {
+		s.q.put(protocol.MsgRecvAck, protocol.U64{V: m.Seq}.Append(nil), nil)
+	}
+	d := s.v.Data()
+	off, n := int64(m.Offset), int64(m.Length)
+	var err error
+	switch m.Kind {
+	case protocol.KindWrite:
+		if m.Flags&protocol.DataFUA != 0 {
+			_, err = d.WriteAtFUA(m.Data, off)
+		} else {
+			_, err = d.WriteAt(m.Data, off)
+		}
+	case protocol.KindTrim:
+		err = trim(d, off, n)
+	case protocol.KindZeroes:
+		err = zeroes(d, off, n)
+	}
+	if err != nil {
+		s.q.put(protocol.MsgNegAck, protocol.U64{V: m.Seq}.Append(nil), nil)
+		return fmt.Errorf("applying the peer's write at %d: %w", off, err)
+	}
+	if s.proto == 'C' {
+		s.q.put(protocol.MsgWriteAck, protocol.U64{V: m.Seq}.Append(nil), nil)
+	}
+	return nil
+}
+
+// peerChanged handles the peer's new state: role and generations.
+func (s *session) peerChanged(st protocol.State) error {
+	l := s.l
+	if st.VolumeUUID != s.peer.VolumeUUID || st.SizeBytes != s.peer.SizeBytes {
+		return fmt.Errorf("%w: the peer's volume identity changed mid-session", protocol.ErrMalformed)
+	}
+	old := s.peer
+	s.peer = st
+	l.mu.Lock()
+	oldRole := l.state.peerRole
+	l.state.peerRole, l.state.peerDisk = st.Role.String(), diskState(st)
+	repl := l.state.repl
+	l.mu.Unlock()
+	if oldRole != st.Role.String() {
+		l.event("peer-role", oldRole, st.Role.String(), "")
+	}
+	if st.Current != old.Current && st.Role == protocol.RolePrimary && !s.v.Primary() && repl == ReplEstablished {
+		// In sync and connected: the Primary's new generation is ours.
+		if err := s.v.AdoptCurrent(st.Current); err != nil {
+			return err
+		}
+	}
+	return nil
+}
