@@ -174,8 +174,8 @@ func (e *enc) str(s string) { e.bytes([]byte(s)) }
 // dec reads little-endian fields; the first short read sets err and every
 // later read returns zero.
 type dec struct {
-	b   []byte
-	err error
+	b    []byte
+	err  error
 	what string
 }
 
