@@ -13,6 +13,7 @@ import (
 
 	"github.com/blkrep/blkrep/internal/config"
 	"github.com/blkrep/blkrep/internal/control"
+	"github.com/blkrep/blkrep/internal/repl"
 	"github.com/blkrep/blkrep/internal/store"
 	"github.com/blkrep/blkrep/internal/volume"
 	"github.com/blkrep/blkrep/nbd"
@@ -43,6 +44,8 @@ type Daemon struct {
 	ctl     *control.Server
 	volumes []*replica
 	started time.Time
+	bus     *control.Bus
+	rln     *repl.Listener // replication listener; nil without replicated volumes
 
 	mu        sync.Mutex
 	listeners []listener
@@ -61,6 +64,7 @@ type replica struct {
 	disks   *volume.Disks
 	store   *store.File    // disks.Data
 	vol     *volume.Volume // nil for meta_disk = "none"
+	rep     *repl.Replica  // nil for a volume with a single replica
 	dev     *device        // nil when no device is configured
 }
 
@@ -77,7 +81,7 @@ func New(cfg *config.Config, nodeName string, o Options) (*Daemon, error) {
 	if err := cfg.CheckNode(nodeName); err != nil {
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, node: node, log: o.Log.With("node", nodeName), opts: o}
+	d := &Daemon{cfg: cfg, node: node, log: o.Log.With("node", nodeName), opts: o, bus: control.NewBus(256)}
 	d.srv = nbd.NewServer(d.log)
 	return d, nil
 }
@@ -91,6 +95,9 @@ func (d *Daemon) Start() (err error) {
 			d.Shutdown(context.Background())
 		}
 	}()
+	if err := d.startReplication(); err != nil {
+		return err
+	}
 	for _, lr := range d.cfg.LocalReplicas(d.node.Name) {
 		v := &replica{cfg: lr.Volume, replica: lr.Replica}
 		log := d.log.With("volume", v.cfg.Name)
@@ -115,13 +122,22 @@ func (d *Daemon) Start() (err error) {
 				}
 				log.Info("created metadata on the new disk", "meta", spec.MetaPath, "area_bytes", c.Layout.AreaBytes)
 			}
-			v.vol, err = volume.Open(spec, volume.Options{Log: log})
+			replicated := v.cfg.Replicated()
+			// A replicated volume starts Secondary: the operator (or
+			// failover) decides which node is Primary.
+			v.vol, err = volume.Open(spec, volume.Options{Log: log, Secondary: replicated, Replicated: replicated})
 			if err != nil {
 				return fmt.Errorf("volume %q: %w", v.cfg.Name, err)
 			}
 			backend = v.vol
+			if replicated {
+				if v.rep, err = d.newReplica(v, log); err != nil {
+					return fmt.Errorf("volume %q: %w", v.cfg.Name, err)
+				}
+				backend = v.rep
+			}
 		}
-		if err := d.srv.AddExport(nbd.Export{
+		exp := nbd.Export{
 			Name:        v.cfg.Name,
 			Description: v.cfg.Description,
 			Size:        v.cfg.SizeBytes,
@@ -129,9 +145,13 @@ func (d *Daemon) Start() (err error) {
 			MultiConn:   true, // one fd: an fdatasync covers writes from every connection
 			// Buffered pwrite into the page cache: serve on the reader
 			// (writes into cold activity-log extents go to a worker).
-			InlineWrites: true,
+			InlineWrites: v.rep == nil,
 			Backend:      backend,
-		}); err != nil {
+		}
+		if v.rep != nil {
+			exp.Admit = v.rep.Admit
+		}
+		if err := d.srv.AddExport(exp); err != nil {
 			return err
 		}
 		if v.replica.NBDSocket != "" {
@@ -146,7 +166,21 @@ func (d *Daemon) Start() (err error) {
 			return fmt.Errorf("node %q: nbd_tcp: %w", d.node.Name, err)
 		}
 	}
-	d.ctl, err = control.Listen(d.node.ControlSocket, d.Status, d.log)
+	for _, v := range d.volumes {
+		if v.rep != nil {
+			v.rep.Start()
+		}
+	}
+	if d.rln != nil {
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			if err := d.rln.Serve(); err != nil {
+				d.log.Error("replication listener stopped", "err", err)
+			}
+		}()
+	}
+	d.ctl, err = control.ListenHandler(d.node.ControlSocket, d, d.log)
 	if err != nil {
 		return fmt.Errorf("node %q: control_socket: %w", d.node.Name, err)
 	}
@@ -158,7 +192,7 @@ func (d *Daemon) Start() (err error) {
 		}
 	}()
 	for _, v := range d.volumes {
-		if v.replica.Device != "" {
+		if v.replica.Device != "" && (v.rep == nil || v.vol.Primary()) {
 			dev := d.attach(v)
 			d.mu.Lock() // Status reads v.dev from the control goroutine
 			v.dev = dev
@@ -217,6 +251,18 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	if d.ctl != nil {
 		d.ctl.Shutdown(ctx)
 	}
+	if d.rln != nil {
+		d.rln.Close()
+	}
+	for _, v := range d.volumes {
+		if v.rep != nil {
+			// Clients are gone: make the last epoch durable on the peer,
+			// then disconnect.
+			v.rep.Flush()
+			v.rep.Close()
+		}
+	}
+	d.bus.Close()
 	d.wg.Wait()
 	for _, v := range d.volumes {
 		if v.vol != nil {
@@ -270,7 +316,7 @@ func (d *Daemon) Status() control.Status {
 		vs := control.Volume{
 			Name:       v.cfg.Name,
 			Role:       "Primary",
-			Connection: "StandAlone",
+			Connection: repl.ConnStandAlone,
 			SizeBytes:  v.cfg.SizeBytes,
 			BlockSize:  v.cfg.BlockSize,
 			Disk:       control.Disk{Path: v.replica.Disk, Kind: "file", State: "UpToDate"},
@@ -282,6 +328,11 @@ func (d *Daemon) Status() control.Status {
 		}
 		if v.vol != nil {
 			vs.Metadata = v.vol.Status()
+		}
+		if v.rep != nil {
+			vs.Role, vs.Connection, vs.Protocol = v.rep.Role(), v.rep.Connection(), v.rep.Protocol()
+			vs.Disk.State = v.rep.DiskState()
+			vs.Peers = v.rep.Peers()
 		}
 		if err := v.store.Failed(); err != nil {
 			vs.Disk.State, vs.Disk.Error = "Failed", err.Error()

@@ -300,6 +300,19 @@ func (l *link) disconnect() {
 	l.mu.Unlock()
 	if s != nil {
 		l.setConn(ConnDisconnecting, "operator")
+		// Graceful: the open epoch is closed and acknowledged first, so
+		// writes that reached the peer are not resynced for nothing.
+		l.mu.Lock()
+		wait := s.closeEpoch(true)
+		l.mu.Unlock()
+		if wait != nil {
+			done := make(chan struct{})
+			go func() { wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(l.r.cfg.Timeout):
+			}
+		}
 		s.kill(errors.New("disconnected by the operator"))
 	}
 	select {

@@ -23,18 +23,18 @@ func (r *Replica) Promote(force bool) error {
 	}
 	for _, l := range r.links {
 		if l.peerPrimary() {
-			return fmt.Errorf("%w: %s is Primary; run `blkrep secondary %s` there first", ErrRefusedOp, l.peer.Node, r.cfg.Volume)
+			return refusedf("%s is Primary; run `blkrep secondary %s` there first", l.peer.Node, r.cfg.Volume)
 		}
 		l.mu.Lock()
 		target := l.state.repl == ReplSyncTarget
 		l.mu.Unlock()
 		if target && !force {
-			return fmt.Errorf("%w: a resync from %s into this replica is running: its data is Inconsistent until it ends (`--force` would make it Primary anyway, with incomplete data)", ErrRefusedOp, l.peer.Node)
+			return refusedf("a resync from %s into this replica is running: its data is Inconsistent until it ends (`--force` would make it Primary anyway, with incomplete data)", l.peer.Node)
 		}
 	}
 	if !r.v.UpToDate() && !force {
-		return fmt.Errorf("%w: the local data is %s, not UpToDate: connect to a peer with good data and let the resync finish, or `blkrep primary --force %s` to declare this copy the good one",
-			ErrRefusedOp, r.DiskState(), r.cfg.Volume)
+		return refusedf("the local data is %s, not UpToDate: connect to a peer with good data and let the resync finish, or `blkrep primary --force %s` to declare this copy the good one",
+			r.DiskState(), r.cfg.Volume)
 	}
 	if err := r.v.SetPrimary(true, force); err != nil {
 		return err
@@ -67,8 +67,15 @@ func (r *Replica) Demote() error {
 	return nil
 }
 
-// ErrRefusedOp wraps an operator action refused in the current state.
-var ErrRefusedOp = fmt.Errorf("refused")
+// RefusedError is an operator action refused in the current state; its
+// message says why and what to do.
+type RefusedError struct{ Msg string }
+
+func (e *RefusedError) Error() string { return e.Msg }
+
+func refusedf(format string, args ...any) error {
+	return &RefusedError{Msg: fmt.Sprintf(format, args...)}
+}
 
 // Connect (re)starts connecting to every peer.
 func (r *Replica) Connect() {
@@ -82,6 +89,14 @@ func (r *Replica) Disconnect() {
 	for _, l := range r.links {
 		l.disconnect()
 	}
+	// Return once every session is down, so that what the operator does
+	// next (promote here, write) already sees the peer gone.
+	deadline := time.Now().Add(5 * time.Second)
+	for _, l := range r.links {
+		for l.connected() && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 }
 
 // Resync runs a new handshake now (reconnecting if needed). full: this
@@ -89,7 +104,7 @@ func (r *Replica) Disconnect() {
 // the split-brain victim.
 func (r *Replica) Resync(full, discardMyData bool) error {
 	if discardMyData && r.v.Primary() {
-		return fmt.Errorf("%w: this node is Primary: make it Secondary before discarding its data", ErrRefusedOp)
+		return refusedf("this node is Primary: make it Secondary before discarding its data")
 	}
 	for _, l := range r.links {
 		l.mu.Lock()
@@ -108,7 +123,7 @@ func (r *Replica) Resync(full, discardMyData bool) error {
 // Invalidate makes this replica the target of a full resync.
 func (r *Replica) Invalidate() error {
 	if r.v.Primary() {
-		return fmt.Errorf("%w: this node is Primary: its data cannot be invalidated while it serves", ErrRefusedOp)
+		return refusedf("this node is Primary: its data cannot be invalidated while it serves")
 	}
 	if err := r.v.Invalidate(); err != nil {
 		return err

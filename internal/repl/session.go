@@ -171,9 +171,6 @@ func (s *session) handshake() error {
 		return s.refuseStandAlone(fmt.Sprintf("bytes_per_bit differs: %s has %d, we have %d", l.peer.Node, peer.BytesPerBit, mine.BytesPerBit))
 	case peer.Protocol != mine.Protocol:
 		return s.refuseStandAlone(fmt.Sprintf("protocol differs: %s uses %c, we use %c", l.peer.Node, peer.Protocol, mine.Protocol))
-	case peer.Role == protocol.RolePrimary && mine.Role == protocol.RolePrimary:
-		return s.refuseStandAlone(fmt.Sprintf("both %s and %s are Primary: demote one (`blkrep secondary %s`); if both wrote, this is a split brain",
-			cfg.Node, l.peer.Node, cfg.Volume))
 	}
 	local, remote := gensOf(mine, cfg.Node), gensOf(peer, l.peer.Node)
 	d := protocol.Decide(local, remote)
@@ -202,6 +199,10 @@ func (s *session) handshake() error {
 		l.event("split-brain", "", "", msg)
 		l.r.splitBrainHandler(l.peer.Node)
 		return s.refuseStandAlone(msg)
+	}
+	if peer.Role == protocol.RolePrimary && mine.Role == protocol.RolePrimary {
+		return s.refuseStandAlone(fmt.Sprintf("both %s and %s are Primary: demote one (`blkrep secondary %s`), then `blkrep connect %s` on both",
+			cfg.Node, l.peer.Node, cfg.Volume, cfg.Volume))
 	}
 	if d.Action.IsTarget() && mine.Role == protocol.RolePrimary || d.Action.IsSource() && peer.Role == protocol.RolePrimary {
 		target := cfg.Node
