@@ -24,7 +24,7 @@ test-unit:
 
 # The race detector needs cgo.
 test-race:
-	CGO_ENABLED=1 $(GO) test -race -count=1 ./nbd/... ./internal/store/ ./internal/daemon/ ./internal/control/ ./internal/volume/ ./activelog/
+	CGO_ENABLED=1 $(GO) test -race -count=1 ./nbd/... ./internal/store/ ./internal/daemon/ ./internal/control/ ./internal/volume/ ./internal/repl/ ./activelog/
 
 test-fuzz:
 	FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
@@ -36,12 +36,16 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
-## demo: a standalone node on loopback; a client writes and reads through it.
+## demo: a standalone node on loopback, then examples/local.toml: alpha and
+## beta replicating (protocol C), partial resyncs after a disconnect and a
+## SIGKILL, a split brain resolved with --discard-my-data.
 demo: build
 	bash scripts/install-deps.sh test
 	bash scripts/demo.sh
+	bash scripts/demo-replicated.sh
 
-## bench: fio against blkrepd, nbdkit, qemu-nbd and nbd-server in one run.
+## bench: fio against blkrepd (with and without metadata), nbdkit, qemu-nbd and
+## nbd-server in one run.
 bench: build
 	bash scripts/install-deps.sh bench
 	bash scripts/bench.sh

@@ -381,11 +381,14 @@ func (v *Volume) needsRotation(slots []int) bool {
 // AdoptCurrent makes a Secondary take the Primary's first generation
 // (both were just created and in sync; the Primary's first write made it).
 func (v *Volume) AdoptCurrent(current uint64) error {
-	return v.updateSuper(func(sb *meta.Superblock) {
+	err := v.updateSuper(func(sb *meta.Superblock) {
 		sb.Current = current
 		sb.Flags = (sb.Flags &^ meta.FlagJustCreated) | meta.FlagConsistent | meta.FlagWasUpToDate
 	})
-	// justCreated stays as it is: a Secondary does not write through the gate.
+	if err == nil {
+		v.justCreated.Store(false) // promoted later, it must not make another first generation
+	}
+	return err
 }
 
 // StartSyncTarget records that a resync into this replica begins: the
