@@ -6,7 +6,7 @@ FUZZTIME ?= 10s
 # thread (see nbd/kernel), and the same binaries run inside QEMU guests.
 export CGO_ENABLED := 0
 
-.PHONY: build test test-unit test-race test-fuzz deps demo bench vet fmt-check vm-smoke clean
+.PHONY: build test test-unit test-race test-fuzz test-process deps demo bench vet fmt-check vm-smoke clean
 
 build:
 	$(GO) build -trimpath -o $(BIN)/ ./cmd/blkrepd ./cmd/blkrep
@@ -17,7 +17,7 @@ deps:
 ## test: everything CI runs: static checks, unit + interop tests (real NBD
 ## clients), race detector on the concurrent core, short fuzzing, and the
 ## real daemon attaching /dev/nbd0 on Debian's 6.1 and 6.12 kernels (QEMU).
-test: deps build vet fmt-check test-unit test-race test-fuzz vm-smoke
+test: deps build vet fmt-check test-unit test-race test-fuzz test-process vm-smoke
 
 test-unit:
 	BLKREP_REQUIRE_INTEROP=1 $(GO) test -count=1 ./...
@@ -25,6 +25,12 @@ test-unit:
 # The race detector needs cgo.
 test-race:
 	CGO_ENABLED=1 $(GO) test -race -count=1 ./nbd/... ./internal/store/ ./internal/daemon/ ./internal/control/ ./internal/volume/ ./internal/repl/ ./activelog/
+
+## test-process: real daemons from examples/local.toml on loopback (the
+## replicated demo with every step asserted: SIGKILL, resync, split brain).
+test-process: build
+	d=$$(mktemp -d) && DEMO_DIR=$$d bash scripts/demo-replicated.sh >$$d/out.txt 2>&1 \
+		&& echo "test-process: OK" || { cat $$d/out.txt; exit 1; }
 
 test-fuzz:
 	FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
