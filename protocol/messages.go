@@ -228,8 +228,9 @@ type BitmapMsg struct {
 	Runs []Run
 }
 
-// Append encodes m after b; prev is the end of the previous message's
-// last run (0 for the first), so that gaps stay small across messages.
+// Append encodes m after b. The first gap is counted from bit 0 (every
+// message stands alone); runs must be non-empty, increasing and not
+// touching, as DecodeBitmap requires.
 func (m *BitmapMsg) Append(b []byte) []byte {
 	e := enc{b}
 	e.u32(uint32(len(m.Runs)))

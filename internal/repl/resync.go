@@ -58,7 +58,8 @@ type resync struct {
 	inflight int64
 	finished bool
 	// since the last checkpoint
-	landed int64
+	landed   int64
+	lastCkpt time.Time
 }
 
 func newResync(s *session, target bool) *resync {
@@ -163,7 +164,10 @@ func (rs *resync) drain() {
 func (rs *resync) checkpointDue() bool {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
-	return rs.landed >= checkpointEvery
+	if rs.lastCkpt.IsZero() {
+		rs.lastCkpt = time.Now()
+	}
+	return rs.landed >= checkpointEvery || (rs.landed > 0 && time.Since(rs.lastCkpt) >= checkpointPeriod)
 }
 
 // checkpoint makes the landed data durable, then the cleared bits: a
@@ -177,7 +181,7 @@ func (rs *resync) checkpoint() error {
 		return fmt.Errorf("resync: persisting progress: %w", err)
 	}
 	rs.mu.Lock()
-	rs.landed = 0
+	rs.landed, rs.lastCkpt = 0, time.Now()
 	rs.mu.Unlock()
 	return nil
 }
