@@ -122,6 +122,9 @@ func DecodeHeader(b []byte) (Header, error) {
 	if f := binary.LittleEndian.Uint16(b[6:]); f != 0 {
 		return Header{}, malformed("%s: reserved flags %#x set", h.Type, f)
 	}
+	if c := binary.LittleEndian.Uint32(b[12:]); c != 0 {
+		return Header{}, malformed("%s: reserved crc field %#x set", h.Type, c)
+	}
 	if h.Length > MaxPayload {
 		return Header{}, malformed("%s: payload of %d bytes exceeds %d", h.Type, h.Length, MaxPayload)
 	}
