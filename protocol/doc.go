@@ -1,6 +1,8 @@
-// Package protocol will hold the replication state machine (roles, disk
-// and connection states, epochs and barriers) and its wire messages; it
-// holds today the sync decision over generation identifiers.
+// Package protocol holds the pure parts of replication: the wire format
+// and its strict decoders (wire.go, messages.go; docs/format/wire.md), the
+// HMAC challenge-response (auth.go), the split-brain policies
+// (splitbrain.go) and the sync decision over generation identifiers. The
+// connection and epoch machinery that uses them is internal/repl.
 //
 // Decide (syncdecide.go) compares two replicas' generations at the
 // handshake in the fixed rule order of REFERENCE.md section 3 and names the
