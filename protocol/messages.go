@@ -175,10 +175,8 @@ func (s *State) Append(b []byte) []byte {
 	return e.b
 }
 
-func (s State) inconsistent() bool { return s.Flags&StateInconsistent != 0 }
-
 // Inconsistent reports whether the sender's data is not a usable image.
-func (s State) Inconsistent() bool { return s.inconsistent() }
+func (s State) Inconsistent() bool { return s.Flags&StateInconsistent != 0 }
 
 // DecodeState decodes a MsgState or MsgGens payload.
 func DecodeState(p []byte) (State, error) {

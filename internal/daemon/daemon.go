@@ -192,11 +192,9 @@ func (d *Daemon) Start() (err error) {
 		}
 	}()
 	for _, v := range d.volumes {
-		if v.replica.Device != "" && (v.rep == nil || v.vol.Primary()) {
-			dev := d.attach(v)
-			d.mu.Lock() // Status reads v.dev from the control goroutine
-			v.dev = dev
-			d.mu.Unlock()
+		// A replicated volume's device is attached when it becomes Primary.
+		if v.rep == nil || v.vol.Primary() {
+			d.attachIfConfigured(v)
 		}
 	}
 	d.log.Info("blkrepd running", "version", Version, "control_socket", d.node.ControlSocket)

@@ -151,7 +151,7 @@ func (d *Daemon) attachIfConfigured(v *replica) {
 		return
 	}
 	dev := d.attach(v)
-	d.mu.Lock()
+	d.mu.Lock() // Status reads v.dev from the control goroutine
 	v.dev = dev
 	d.mu.Unlock()
 }

@@ -76,9 +76,9 @@ type linkState struct {
 }
 
 type handshakeInfo struct {
-	at                       time.Time
-	rule, action             string
-	localCurrent, peerCurrnt uint64
+	at                        time.Time
+	rule, action              string
+	localCurrent, peerCurrent uint64
 }
 
 func newLink(r *Replica, p Peer, slot int) *link {

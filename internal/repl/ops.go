@@ -216,7 +216,7 @@ func (l *link) status() control.Peer {
 	}
 	if h := st.handshake; h != nil {
 		p.Handshake = &control.Handshake{At: h.at.UTC(), Rule: h.rule, Action: h.action,
-			LocalCurrent: fmt.Sprintf("%016X", h.localCurrent), PeerCurrent: fmt.Sprintf("%016X", h.peerCurrnt)}
+			LocalCurrent: fmt.Sprintf("%016X", h.localCurrent), PeerCurrent: fmt.Sprintf("%016X", h.peerCurrent)}
 	}
 	if rp := st.resync; rp != nil {
 		p.Resync = rp.status()

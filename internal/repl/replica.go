@@ -98,10 +98,7 @@ type Replica struct {
 	links []*link
 	cf    *conflicts
 
-	mu     sync.Mutex
-	closed bool
-	// clients counts open NBD clients (secondary refuses while any).
-	wg sync.WaitGroup
+	wg sync.WaitGroup // the links' goroutines
 }
 
 // New wraps v, which must have been opened with Options.Replicated (or
@@ -133,9 +130,6 @@ func (r *Replica) Start() {
 // Close disconnects every peer and waits for the links to stop. The
 // volume itself is closed by the caller afterwards.
 func (r *Replica) Close() {
-	r.mu.Lock()
-	r.closed = true
-	r.mu.Unlock()
 	for _, l := range r.links {
 		l.stop()
 	}
@@ -271,32 +265,27 @@ func (r *Replica) write(kind dataKind, p []byte, off, n int64, fua bool) (int, e
 			data = p[o-off : o-off+m]
 		}
 		s := r.cf.lock(o, m)
-		var reqs [8]*req
-		var missed [8]int
-		nmiss := 0
+		reqs := make([]*req, len(r.links))
+		var missed []int // slots of peers this write did not reach (or may not have)
 		for i, l := range r.links {
 			rq, ok := l.ship(kind, data, o, m, fua)
 			if !ok {
-				missed[nmiss] = l.slot
-				nmiss++
+				// Not connected: nobody else records the miss.
+				r.v.Mark(l.slot, o, m)
+				missed = append(missed, l.slot)
 			}
-			if i < len(reqs) {
-				reqs[i] = rq
-			}
+			reqs[i] = rq
 		}
 		err := r.local(kind, data, o, m, fua)
 		r.cf.unlock(s)
 		for i, l := range r.links {
-			if i < len(reqs) && reqs[i] != nil && !reqs[i].wait() {
-				missed[nmiss] = l.slot
-				nmiss++
+			if reqs[i] != nil && !reqs[i].wait() {
+				// The link died: its teardown marked this write already.
+				missed = append(missed, l.slot)
 			}
 		}
-		if nmiss > 0 {
-			for _, slot := range missed[:nmiss] {
-				r.v.Mark(slot, o, m)
-			}
-			if rerr := r.v.EnsureRotated(missed[:nmiss]); rerr != nil && err == nil {
+		if len(missed) > 0 {
+			if rerr := r.v.EnsureRotated(missed); rerr != nil && err == nil {
 				err = rerr
 			}
 		}

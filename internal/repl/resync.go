@@ -23,13 +23,11 @@ const (
 
 // progress is a resync's figures for status (under its own lock).
 type progress struct {
-	mu                     sync.Mutex
-	running, checksum      bool
-	total, done, skipped   int64
-	started, finished      time.Time
-	lastErr                string
-	target                 bool
-	sourceNode, targetNode string
+	mu                   sync.Mutex
+	running, checksum    bool
+	total, done, skipped int64
+	started, finished    time.Time
+	lastErr              string
 }
 
 func (p *progress) add(done, skipped int64) {
@@ -71,12 +69,7 @@ func newResync(s *session, target bool) *resync {
 	rs := &resync{s: s, target: target, sourceCurrent: s.peer.Current,
 		csum: cfg.ResyncChecksums == "always" || (cfg.ResyncChecksums == "after-crash" && crash && !full)}
 	rs.cond = sync.NewCond(&rs.mu)
-	rs.prog = &progress{running: true, checksum: rs.csum, total: s.v.DirtyBytes(s.l.slot), started: time.Now(), target: target}
-	if target {
-		rs.prog.sourceNode, rs.prog.targetNode = s.l.peer.Node, cfg.Node
-	} else {
-		rs.prog.sourceNode, rs.prog.targetNode = cfg.Node, s.l.peer.Node
-	}
+	rs.prog = &progress{running: true, checksum: rs.csum, total: s.v.DirtyBytes(s.l.slot), started: time.Now()}
 	s.l.log.Info("resync starting", "role", map[bool]string{true: "target", false: "source"}[target],
 		"bytes", rs.prog.total, "checksums", rs.csum, "rule", rule)
 	return rs

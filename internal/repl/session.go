@@ -179,7 +179,7 @@ func (s *session) handshake() error {
 	l.log.Info("handshake", "rule", d.Rule, "action", d.Action.String(),
 		"local_current", fmt.Sprintf("%016X", mine.Current), "peer_current", fmt.Sprintf("%016X", peer.Current))
 	l.mu.Lock()
-	l.state.handshake = &handshakeInfo{at: time.Now(), rule: d.Rule, action: d.Action.String(), localCurrent: mine.Current, peerCurrnt: peer.Current}
+	l.state.handshake = &handshakeInfo{at: time.Now(), rule: d.Rule, action: d.Action.String(), localCurrent: mine.Current, peerCurrent: peer.Current}
 	l.state.peerRole, l.state.peerDisk = peer.Role.String(), diskState(peer)
 	l.mu.Unlock()
 	l.event("handshake", "", d.Action.String(), "rule "+d.Rule)
@@ -412,7 +412,6 @@ func (l *link) teardown(s *session) {
 	s.epochs, s.cur = nil, nil
 	waiting := s.waiting
 	s.waiting = map[uint64]*req{}
-	repl := l.state.repl
 	l.state.peerRole, l.state.peerDisk = "Unknown", "DUnknown"
 	l.state.lastErr = s.err.Error()
 	l.mu.Unlock()
@@ -437,7 +436,6 @@ func (l *link) teardown(s *session) {
 	l.log.Warn("connection to peer lost", "err", s.err, "unacknowledged_bytes_marked", marked)
 	l.setRepl(ReplOff, "")
 	l.setConn(ConnConnecting, s.err.Error())
-	_ = repl
 }
 
 // ship queues one write (under l.mu).
@@ -480,9 +478,6 @@ func (s *session) ship(kind dataKind, data []byte, off, n int64, fua bool) (*req
 		rq = &req{done: make(chan struct{})}
 		s.waiting[s.seq] = rq
 		s.addOutstanding()
-	}
-	if kind != kindWrite {
-		data = nil
 	}
 	if !s.q.put(protocol.MsgData, m.AppendFixed(nil), data) {
 		// The session died: teardown marks the epoch's ranges and

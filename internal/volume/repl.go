@@ -3,7 +3,6 @@ package volume
 import (
 	"crypto/rand"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -200,22 +199,14 @@ func (v *Volume) Gens(slot int) protocol.Gens {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	sb := v.sb
-	g := protocol.Gens{
-		Current:        sb.Current,
-		Bitmap:         sb.Peers[slot].BitmapID,
-		CrashedPrimary: sb.Flags&meta.FlagCrashedPrimary != 0,
-		Primary:        v.primary,
-		Dirty:          v.bms[slot].Count() > 0,
-		Inconsistent:   sb.Flags&meta.FlagConsistent == 0 && sb.Current != 0,
-		Node:           sb.Node,
-	}
+	g := v.gensOf(sb, slot)
+	g.CrashedPrimary = sb.Flags&meta.FlagCrashedPrimary != 0
+	g.Primary = v.primary
+	g.Dirty = v.bms[slot].Count() > 0
+	g.Inconsistent = sb.Flags&meta.FlagConsistent == 0 && sb.Current != 0
+	g.Node = sb.Node
 	if sb.Flags&meta.FlagJustCreated != 0 {
 		g.Current = 0
-	}
-	for _, h := range sb.History {
-		if h != 0 {
-			g.History = append(g.History, h)
-		}
 	}
 	return g
 }
@@ -263,9 +254,10 @@ func (v *Volume) SetPrimary(primary, force bool) error {
 			if err != nil {
 				return err
 			}
-			g := v.gensOf(&sb, -1).NewCurrent(id)
-			sb.Current = g.Current
-			sb.History = historyArray(pushFront(sb.History[:], g.Bitmap))
+			// The operator declares this copy the good one: a new
+			// generation, the old one kept in the history.
+			sb.History = historyArray(pushFront(sb.History[:], sb.Current))
+			sb.Current = id
 			sb.Flags = (sb.Flags | meta.FlagConsistent | meta.FlagWasUpToDate) &^ meta.FlagJustCreated
 		}
 	} else {
@@ -285,12 +277,9 @@ func (v *Volume) SetPrimary(primary, force bool) error {
 	return nil
 }
 
-// gensOf builds Gens from a superblock for slot (-1: no bitmap id).
+// gensOf builds the generations of a superblock as seen by slot's peer.
 func (v *Volume) gensOf(sb *meta.Superblock, slot int) protocol.Gens {
-	g := protocol.Gens{Current: sb.Current}
-	if slot >= 0 {
-		g.Bitmap = sb.Peers[slot].BitmapID
-	}
+	g := protocol.Gens{Current: sb.Current, Bitmap: sb.Peers[slot].BitmapID}
 	for _, h := range sb.History {
 		if h != 0 {
 			g.History = append(g.History, h)
@@ -476,20 +465,6 @@ func (v *Volume) Invalidate() error {
 	})
 }
 
-// DiscardMyData prepares this replica to be the victim of a split brain:
-// its changes since the common generation are thrown away by a resync
-// from the peer of slot. Its current joins the history so that the
-// handshake finds it behind the peer.
-func (v *Volume) DiscardMyData(slot int) error {
-	v.SetAll(slot)
-	if err := v.PersistBitmaps(); err != nil {
-		return err
-	}
-	return v.updateSuper(func(sb *meta.Superblock) {
-		sb.Flags &^= meta.FlagConsistent | meta.FlagWasUpToDate
-	})
-}
-
 // updateSuper applies fn to a copy of the superblock and writes it.
 func (v *Volume) updateSuper(fn func(sb *meta.Superblock)) error {
 	v.ioMu.Lock()
@@ -528,6 +503,3 @@ func (v *Volume) Failed() error {
 	defer v.mu.Unlock()
 	return v.failed
 }
-
-// ErrNotPrimary refuses a write on a Secondary.
-var ErrNotPrimary = errors.New("volume: not primary")
