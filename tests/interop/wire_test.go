@@ -140,6 +140,13 @@ func (w *wire) send(b []byte) error {
 	return err
 }
 
+// sendWithin is send with its own deadline.
+func (w *wire) sendWithin(b []byte, d time.Duration) error {
+	w.nc.SetWriteDeadline(time.Now().Add(d))
+	_, err := w.nc.Write(b)
+	return err
+}
+
 func (w *wire) mustSend(b []byte) {
 	w.t.Helper()
 	if err := w.send(b); err != nil {
