@@ -42,6 +42,28 @@ type Config struct {
 	// Dial connects to a peer (net.Dialer by default; tests inject a
 	// fake network).
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// Hook, when set, is called at named points of the write, apply and
+	// resync paths (see the hook* constants) on the goroutine that passes
+	// them; tests crash a node or cut a link there. Nil in production.
+	Hook func(point string)
+}
+
+// Named points passed to Config.Hook.
+const (
+	HookPrimaryShipped    = "primary-shipped"      // write queued to the peers, local write not started
+	HookPrimaryLocalDone  = "primary-local-done"   // local write done, peer acks not yet awaited
+	HookPrimaryAcked      = "primary-acked"        // the write is about to be acknowledged to the client
+	HookSecondaryReceived = "secondary-received"   // a write arrived, not yet applied
+	HookSecondaryApplied  = "secondary-applied"    // a write applied, its ack not yet sent
+	HookSecondaryBarrier  = "secondary-barrier"    // an epoch flushed, its barrier ack not yet sent
+	HookResyncLanded      = "resync-target-landed" // resync data written on the target, bits not yet cleared
+	HookResyncCheckpoint  = "resync-checkpointed"  // the target persisted its resync progress
+)
+
+func (c *Config) hook(point string) {
+	if c.Hook != nil {
+		c.Hook(point)
+	}
 }
 
 func (c *Config) defaults() {
@@ -276,8 +298,10 @@ func (r *Replica) write(kind dataKind, p []byte, off, n int64, fua bool) (int, e
 			}
 			reqs[i] = rq
 		}
+		r.cfg.hook(HookPrimaryShipped)
 		err := r.local(kind, data, o, m, fua)
 		r.cf.unlock(s)
+		r.cfg.hook(HookPrimaryLocalDone)
 		for i, l := range r.links {
 			if reqs[i] != nil && !reqs[i].wait() {
 				// The link died: its teardown marked this write already.
@@ -290,6 +314,7 @@ func (r *Replica) write(kind dataKind, p []byte, off, n int64, fua bool) (int, e
 			}
 		}
 		if err == nil {
+			r.cfg.hook(HookPrimaryAcked)
 			done += int(m)
 		}
 		return err

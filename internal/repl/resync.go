@@ -176,6 +176,7 @@ func (rs *resync) checkpoint() error {
 	rs.mu.Lock()
 	rs.landed, rs.lastCkpt = 0, time.Now()
 	rs.mu.Unlock()
+	s.l.r.cfg.hook(HookResyncCheckpoint)
 	return nil
 }
 
@@ -291,6 +292,7 @@ func (rs *resync) handle(t protocol.MsgType, p []byte, size uint64) error {
 // target and acknowledges it to the source.
 func (rs *resync) landedRange(off, n int64, same bool) {
 	s := rs.s
+	s.l.r.cfg.hook(HookResyncLanded)
 	s.v.Clear(s.l.slot, off, n)
 	rg := protocol.Range{Offset: uint64(off), Length: uint32(n)}
 	s.q.put(protocol.MsgResyncAck, rg.Append(nil, false), nil)

@@ -654,6 +654,7 @@ func (s *session) handle(t protocol.MsgType, p []byte, size uint64) error {
 			s.q.put(protocol.MsgRefuse, (&protocol.Refuse{Reason: "flush failed: " + err.Error()}).Append(nil), nil)
 			return fmt.Errorf("flushing for epoch %d: %w", u.V, err)
 		}
+		s.l.r.cfg.hook(HookSecondaryBarrier)
 		s.q.put(protocol.MsgBarrierAck, u.Append(nil), nil)
 	case protocol.MsgBarrierAck:
 		u, err := protocol.DecodeU64(p, t)
@@ -698,6 +699,7 @@ func (s *session) apply(m protocol.Data) error {
 	if s.v.Primary() {
 		return fmt.Errorf("the peer sent a write but this node is Primary: refusing (two primaries)")
 	}
+	s.l.r.cfg.hook(HookSecondaryReceived)
 	if s.proto == 'B' {
 		s.q.put(protocol.MsgRecvAck, protocol.U64{V: m.Seq}.Append(nil), nil)
 	}
@@ -720,6 +722,7 @@ func (s *session) apply(m protocol.Data) error {
 		s.q.put(protocol.MsgNegAck, protocol.U64{V: m.Seq}.Append(nil), nil)
 		return fmt.Errorf("applying the peer's write at %d: %w", off, err)
 	}
+	s.l.r.cfg.hook(HookSecondaryApplied)
 	if s.proto == 'C' {
 		s.q.put(protocol.MsgWriteAck, protocol.U64{V: m.Seq}.Append(nil), nil)
 	}
