@@ -134,7 +134,11 @@ func (d *Daemon) Do(ctx context.Context, req control.Request) (control.Reply, er
 		}
 		return control.Reply{Message: fmt.Sprintf("%s: local data invalidated; a full resync into this node follows", req.Volume)}, nil
 	case control.ActionVerify:
-		return control.Reply{}, refusal(501, "online verify is not implemented yet")
+		n, err := r.Verify()
+		if err != nil {
+			return control.Reply{}, wrap(err)
+		}
+		return control.Reply{Message: fmt.Sprintf("%s: online verify started with %d peer(s); differing blocks are marked out of sync, not repaired", req.Volume, n)}, nil
 	}
 	return control.Reply{}, refusal(400, "unknown action %q", req.Action)
 }

@@ -29,6 +29,10 @@ const (
 	ReplEstablished = "Established"
 	ReplSyncSource  = "SyncSource"
 	ReplSyncTarget  = "SyncTarget"
+	// ReplVerifySource: this node runs an online verify against the peer;
+	// ReplVerifyTarget: the peer runs one against this node.
+	ReplVerifySource = "VerifySource"
+	ReplVerifyTarget = "VerifyTarget"
 )
 
 // link is the replica's relation with one peer: it (re)connects, runs
@@ -73,6 +77,7 @@ type linkState struct {
 	splitBrain bool
 	handshake  *handshakeInfo
 	resync     *progress
+	verify     *progress
 }
 
 type handshakeInfo struct {

@@ -111,8 +111,12 @@ func (r *Replica) Resync(full, discardMyData bool) error {
 		l.discardMyData = discardMyData
 		l.forceFull = full
 		s := l.sess
+		// A plain resync of an Established link re-runs the handshake:
+		// ranges marked out of sync while connected (by a verify) are
+		// then resynced. A running resync or verify is left alone.
+		plain := l.state.repl == ReplEstablished
 		l.mu.Unlock()
-		if s != nil && (full || discardMyData) {
+		if s != nil && (full || discardMyData || plain) {
 			s.kill(fmt.Errorf("reconnecting for the resync the operator asked for"))
 		}
 		l.connectNow()
@@ -221,6 +225,9 @@ func (l *link) status() control.Peer {
 	if rp := st.resync; rp != nil {
 		p.Resync = rp.status()
 	}
+	if vp := st.verify; vp != nil {
+		p.Verify = vp.status()
+	}
 	return p
 }
 
@@ -228,7 +235,7 @@ func (p *progress) status() *control.Progress {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := &control.Progress{Running: p.running, Checksum: p.checksum, TotalBytes: p.total, DoneBytes: p.done,
-		SkippedBytes: p.skipped, StartedAt: p.started.UTC()}
+		SkippedBytes: p.skipped, MismatchBytes: p.mismatch, StartedAt: p.started.UTC()}
 	end := time.Now()
 	if !p.running {
 		f := p.finished.UTC()

@@ -26,6 +26,7 @@ type progress struct {
 	mu                   sync.Mutex
 	running, checksum    bool
 	total, done, skipped int64
+	mismatch             int64 // verify: bytes that differ
 	started, finished    time.Time
 	lastErr              string
 }

@@ -46,6 +46,10 @@ type session struct {
 	lastProgress atomic.Int64
 
 	rs *resync // while SyncTarget or SyncSource
+	vf *verify // this node's verify as source (under l.mu)
+	// vt is the verify the peer runs against this node (receiver
+	// goroutine only).
+	vt *verifyTarget
 }
 
 // epochRec is a sent epoch awaiting its barrier ack.
@@ -414,7 +418,17 @@ func (l *link) teardown(s *session) {
 	s.waiting = map[uint64]*req{}
 	l.state.peerRole, l.state.peerDisk = "Unknown", "DUnknown"
 	l.state.lastErr = s.err.Error()
+	vf := s.vf
 	l.mu.Unlock()
+	if vf != nil {
+		vf.abort("the connection was lost")
+	}
+	if vt := s.vt; vt != nil {
+		s.vt = nil
+		vt.prog.mu.Lock()
+		vt.prog.running, vt.prog.finished, vt.prog.lastErr = false, time.Now(), "the connection was lost"
+		vt.prog.mu.Unlock()
+	}
 	marked := int64(0)
 	for _, e := range epochs {
 		for _, r := range e.ranges {
@@ -681,6 +695,8 @@ func (s *session) handle(t protocol.MsgType, p []byte, size uint64) error {
 			return err
 		}
 		return fmt.Errorf("%w by the peer: %s", errRefused, r.Reason)
+	case protocol.MsgVerifyReq, protocol.MsgVerifyRep, protocol.MsgVerifyDone:
+		return s.handleVerify(t, p, size)
 	case protocol.MsgResyncReq, protocol.MsgCsumReq, protocol.MsgResyncData, protocol.MsgResyncSame,
 		protocol.MsgResyncAck, protocol.MsgResyncDone:
 		if s.rs == nil {
