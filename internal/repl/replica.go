@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/blkrep/blkrep/internal/volume"
@@ -119,8 +120,56 @@ type Replica struct {
 	log   *slog.Logger
 	links []*link
 	cf    *conflicts
+	// lastApp is when an application write last went through this
+	// replica (unix ns): written by the Primary, or applied from the
+	// Primary on a Secondary. A resync yields to it (resync_rate_min).
+	lastApp atomic.Int64
 
 	wg sync.WaitGroup // the links' goroutines
+}
+
+// appIdleAfter: without an application write for this long, the volume
+// counts as idle and a resync runs at resync_rate_max. A resync target
+// learns of the Primary's writes only as they arrive, so the first
+// resyncGrace of a resync counts as busy.
+const (
+	appIdleAfter = 100 * time.Millisecond
+	resyncGrace  = 50 * time.Millisecond
+)
+
+// pace waits until a request of n bytes may go, for a resync or verify
+// that started at start; next is the pacer's state (the earliest time of
+// the next request). The rate is re-read while waiting, so a volume that
+// turns idle is not held back by a slow rate chosen while it was busy.
+func (r *Replica) pace(next *time.Time, start time.Time, n int64, dead func() bool) {
+	for !dead() {
+		now := time.Now()
+		rate := r.resyncRate(now, start)
+		if rate == 0 {
+			*next = time.Time{}
+			return
+		}
+		if next.Before(now) {
+			*next = now // no credit saved while idle or unlimited
+		}
+		if !next.After(now) {
+			*next = next.Add(time.Duration(float64(n) / float64(rate) * float64(time.Second)))
+			return
+		}
+		time.Sleep(min(next.Sub(now), 10*time.Millisecond))
+	}
+}
+
+// resyncRate is the rate a resync (or verify) that started at start may
+// use now (bytes/s, 0: unlimited): resync_rate_min while the application
+// writes, else resync_rate_max.
+func (r *Replica) resyncRate(now, start time.Time) int64 {
+	rate := r.cfg.ResyncRateMax
+	busy := now.Sub(time.Unix(0, r.lastApp.Load())) < appIdleAfter || now.Sub(start) < resyncGrace
+	if busy && r.cfg.ResyncRateMin > 0 && (rate == 0 || r.cfg.ResyncRateMin < rate) {
+		rate = r.cfg.ResyncRateMin
+	}
+	return rate
 }
 
 // New wraps v, which must have been opened with Options.Replicated (or
@@ -280,6 +329,7 @@ func (r *Replica) write(kind dataKind, p []byte, off, n int64, fua bool) (int, e
 	if !r.v.Primary() {
 		return 0, ErrSecondary
 	}
+	r.lastApp.Store(time.Now().UnixNano())
 	done := 0
 	err := r.v.Chunks(off, n, func(o, m int64) error {
 		var data []byte

@@ -82,7 +82,7 @@ func (rs *resync) request() error {
 	cfg := &s.l.r.cfg
 	slot := s.l.slot
 	start := time.Now()
-	var requested int64
+	var next time.Time // pacing: the earliest time of the next request
 	for pass := 0; ; pass++ {
 		if pass == 3 {
 			return fmt.Errorf("resync: %d bytes still out of sync after %d passes", s.v.DirtyBytes(slot), pass)
@@ -102,13 +102,10 @@ func (rs *resync) request() error {
 			if s.dead.Load() {
 				return nil
 			}
-			if cfg.ResyncRateMax > 0 {
-				// Never ahead of the configured maximum rate.
-				due := start.Add(time.Duration(float64(requested) / float64(cfg.ResyncRateMax) * float64(time.Second)))
-				if d := time.Until(due); d > 0 {
-					time.Sleep(d)
-				}
-			}
+			// The rate controller: the in-flight window above fills the
+			// link; resync_rate_max caps the rate, resync_rate_min is what
+			// is left to the resync while the application writes.
+			s.l.r.pace(&next, start, n, s.dead.Load)
 			if rs.checkpointDue() {
 				rs.drain()
 				if err := rs.checkpoint(); err != nil {
@@ -128,7 +125,6 @@ func (rs *resync) request() error {
 			rs.mu.Lock()
 			rs.inflight += n
 			rs.mu.Unlock()
-			requested += n
 			if !s.q.put(t, rg.Append(nil, rs.csum), nil) {
 				return nil
 			}

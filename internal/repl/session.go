@@ -716,6 +716,7 @@ func (s *session) apply(m protocol.Data) error {
 		return fmt.Errorf("the peer sent a write but this node is Primary: refusing (two primaries)")
 	}
 	s.l.r.cfg.hook(HookSecondaryReceived)
+	s.l.r.lastApp.Store(time.Now().UnixNano())
 	if s.proto == 'B' {
 		s.q.put(protocol.MsgRecvAck, protocol.U64{V: m.Seq}.Append(nil), nil)
 	}

@@ -87,6 +87,7 @@ func (vf *verify) run() {
 	cfg := &s.l.r.cfg
 	size := s.v.Size()
 	start := time.Now()
+	var next time.Time
 	for off := int64(0); off < size; off += verifyReq {
 		n := min(int64(verifyReq), size-off)
 		vf.mu.Lock()
@@ -103,12 +104,8 @@ func (vf *verify) run() {
 			vf.end(aborted)
 			return
 		}
-		if cfg.ResyncRateMax > 0 {
-			due := start.Add(time.Duration(float64(off) / float64(cfg.ResyncRateMax) * float64(time.Second)))
-			if d := time.Until(due); d > 0 {
-				time.Sleep(d)
-			}
-		}
+		// The resync's rate controller (resync_rate_min under load).
+		s.l.r.pace(&next, start, n, s.dead.Load)
 		if err := vf.request(off, n, false); err != nil {
 			s.kill(err)
 			vf.end(err.Error())

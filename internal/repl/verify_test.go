@@ -69,6 +69,9 @@ func TestVerify(t *testing.T) {
 	for _, from := range []string{"alpha", "beta"} {
 		t.Run("from-"+from, func(t *testing.T) {
 			a, b := newPair(t, 'C')
+			// The verify runs under application load: at resync_rate_min.
+			a.tweak = func(c *Config) { c.ResyncRateMin = 1 << 30 }
+			b.tweak = a.tweak
 			a.primary = true
 			a.start()
 			b.start()
