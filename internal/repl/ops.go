@@ -236,17 +236,13 @@ func (p *progress) status() *control.Progress {
 	defer p.mu.Unlock()
 	out := &control.Progress{Running: p.running, Checksum: p.checksum, TotalBytes: p.total, DoneBytes: p.done,
 		SkippedBytes: p.skipped, MismatchBytes: p.mismatch, StartedAt: p.started.UTC()}
-	end := time.Now()
 	if !p.running {
 		f := p.finished.UTC()
 		out.FinishedAt = &f
-		end = p.finished
 	}
-	if secs := end.Sub(p.started).Seconds(); secs > 0 {
-		out.RateBytesPerSec = float64(p.done) / secs
-		if p.running && out.RateBytesPerSec > 0 {
-			out.ETASeconds = float64(max(p.total-p.done, 0)) / out.RateBytesPerSec
-		}
+	out.RateBytesPerSec = p.rate(time.Now())
+	if p.running && out.RateBytesPerSec > 0 {
+		out.ETASeconds = float64(max(p.total-p.done, 0)) / out.RateBytesPerSec
 	}
 	return out
 }

@@ -80,3 +80,29 @@ func TestResyncYieldsToApplication(t *testing.T) {
 	t.Logf("resync of %d bytes: %s under load (min rate %d B/s), %s idle", dirty, loaded, minRate, idle)
 	sameImages(t, a, b)
 }
+
+// TestProgressRateIsRecent: the rate shown while running follows the
+// last rateWindow, so a resync that slowed down shows its new rate.
+func TestProgressRateIsRecent(t *testing.T) {
+	t0 := time.Now().Add(-20 * time.Second)
+	p := &progress{running: true, started: t0}
+	// 100 MiB/s for 10 s, then 1 MiB/s for 10 s, sampled every 0.5 s.
+	done := int64(0)
+	for i := 1; i <= 40; i++ {
+		if i <= 20 {
+			done += 50 << 20
+		} else {
+			done += 512 << 10
+		}
+		p.samples = append(p.samples, sample{t0.Add(time.Duration(i) * 500 * time.Millisecond), done})
+	}
+	p.done = done
+	now := t0.Add(20 * time.Second)
+	if r := p.rate(now); r < 0.9*(1<<20) || r > 1.1*(1<<20) {
+		t.Errorf("recent rate %.0f B/s, want about 1 MiB/s", r)
+	}
+	p.running, p.finished = false, now
+	if r, avg := p.rate(now), float64(done)/20; r != avg {
+		t.Errorf("finished: rate %.0f, want the average %.0f", r, avg)
+	}
+}

@@ -29,13 +29,53 @@ type progress struct {
 	mismatch             int64 // verify: bytes that differ
 	started, finished    time.Time
 	lastErr              string
+	samples              []sample // (time, done) at most rateWindow/10 apart
+}
+
+// rateWindow is how far back the rate shown while a resync or verify
+// runs looks: recent enough to show throttling, long enough to be steady.
+const rateWindow = 5 * time.Second
+
+type sample struct {
+	at   time.Time
+	done int64
 }
 
 func (p *progress) add(done, skipped int64) {
 	p.mu.Lock()
 	p.done += done
 	p.skipped += skipped
+	now := time.Now()
+	if n := len(p.samples); n == 0 || now.Sub(p.samples[n-1].at) >= rateWindow/10 {
+		p.samples = append(p.samples, sample{now, p.done})
+		for len(p.samples) > 2 && now.Sub(p.samples[1].at) > rateWindow {
+			p.samples = p.samples[1:]
+		}
+	}
 	p.mu.Unlock()
+}
+
+// rate is bytes/s over the last rateWindow while running, the average
+// once finished (under p.mu).
+func (p *progress) rate(now time.Time) float64 {
+	if !p.running {
+		if secs := p.finished.Sub(p.started).Seconds(); secs > 0 {
+			return float64(p.done) / secs
+		}
+		return 0
+	}
+	// From the newest sample at least rateWindow old (or the start).
+	from := sample{p.started, 0}
+	for _, sm := range p.samples {
+		if now.Sub(sm.at) < rateWindow {
+			break
+		}
+		from = sm
+	}
+	if secs := now.Sub(from.at).Seconds(); secs > 0 {
+		return float64(p.done-from.done) / secs
+	}
+	return 0
 }
 
 // resync drives one resync. The target asks for every range set in its
