@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -614,17 +615,29 @@ func (s *session) pinger() {
 }
 
 // receive reads and handles messages until the connection fails.
+//
+// Small messages are handled on this goroutine when nothing is queued
+// (the latency path: an ack, a 4 KiB write). Large ones, and everything
+// behind a queued message, go in order to an applier goroutine, so that
+// reading the next write from the socket overlaps writing this one to
+// disk. Order is kept: a message is handled here only when every earlier
+// one is done.
 func (s *session) receive() error {
 	cfg := &s.l.r.cfg
-	var buf []byte
 	size := uint64(s.v.Size())
+	ap := newApplier(s, size)
+	defer ap.stop()
+	var hdr [protocol.HeaderSize]byte
+	var small []byte // reused for messages handled here
 	for {
 		s.c.SetReadDeadline(time.Now().Add(cfg.PingInterval + cfg.PingTimeout))
-		t, p, nb, err := protocol.ReadMessage(s.br, buf)
-		buf = nb
+		t, p, pooled, err := s.readMessage(hdr[:], &small)
 		if err != nil {
 			if s.dead.Load() {
 				return s.err
+			}
+			if aerr := ap.failed(); aerr != nil {
+				return aerr
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
@@ -633,13 +646,151 @@ func (s *session) receive() error {
 			return fmt.Errorf("reading from the peer: %w", err)
 		}
 		s.l.recvd.Add(uint64(protocol.HeaderSize + len(p)))
-		if err := s.handle(t, p, size); err != nil {
+		if !pooled && ap.idle() {
+			if err := s.handle(t, p, size); err != nil {
+				return err
+			}
+			continue
+		}
+		if !pooled {
+			// Queued behind others: it needs a buffer of its own.
+			b := getBuf(len(p))
+			copy(b, p)
+			p, pooled = b, true
+		}
+		if err := ap.put(t, p); err != nil {
 			return err
 		}
-		if cap(buf) > 4<<20 {
-			buf = nil // do not keep a 32 MiB buffer after one big write
+	}
+}
+
+// inlineMax: messages up to this size may be handled on the reader.
+const inlineMax = 64 << 10
+
+// readMessage reads one message. A payload up to inlineMax lands in
+// *small (reused); a larger one in a pooled buffer (pooled is true),
+// which the applier returns.
+func (s *session) readMessage(hdr []byte, small *[]byte) (protocol.MsgType, []byte, bool, error) {
+	if _, err := io.ReadFull(s.br, hdr); err != nil {
+		return 0, nil, false, err
+	}
+	h, err := protocol.DecodeHeader(hdr)
+	if err != nil {
+		return 0, nil, false, err
+	}
+	n := int(h.Length)
+	var p []byte
+	pooled := n > inlineMax
+	if pooled {
+		p = getBuf(n)
+	} else {
+		if cap(*small) < n {
+			*small = make([]byte, inlineMax)
+		}
+		p = (*small)[:n]
+	}
+	if _, err := io.ReadFull(s.br, p); err != nil {
+		if pooled {
+			putBuf(p)
+		}
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, nil, false, err
+	}
+	return h.Type, p, pooled, nil
+}
+
+// applier handles queued messages in order on its own goroutine.
+type applier struct {
+	s    *session
+	size uint64
+	ch   chan inMsg
+	done chan struct{}
+
+	pending atomic.Int64 // queued and not yet handled
+	mu      sync.Mutex
+	cond    *sync.Cond
+	bytes   int64 // payload bytes queued
+	err     error
+}
+
+type inMsg struct {
+	t protocol.MsgType
+	p []byte
+}
+
+// applyQueueBytes bounds the payload queued for the applier.
+const applyQueueBytes = 64 << 20
+
+func newApplier(s *session, size uint64) *applier {
+	ap := &applier{s: s, size: size, ch: make(chan inMsg, 1024), done: make(chan struct{})}
+	ap.cond = sync.NewCond(&ap.mu)
+	go ap.run()
+	return ap
+}
+
+func (ap *applier) run() {
+	defer close(ap.done)
+	for m := range ap.ch {
+		var err error
+		if !ap.s.dead.Load() && ap.failed() == nil {
+			err = ap.s.handle(m.t, m.p, ap.size)
+		}
+		putBuf(m.p)
+		ap.mu.Lock()
+		ap.bytes -= int64(len(m.p))
+		if err != nil && ap.err == nil {
+			ap.err = err
+		}
+		ap.cond.Broadcast()
+		ap.mu.Unlock()
+		ap.pending.Add(-1)
+		if err != nil {
+			ap.s.kill(err)
 		}
 	}
+}
+
+// idle: nothing queued, so a message may be handled on the reader.
+func (ap *applier) idle() bool { return ap.pending.Load() == 0 }
+
+func (ap *applier) failed() error {
+	ap.mu.Lock()
+	defer ap.mu.Unlock()
+	return ap.err
+}
+
+// put queues a message (p from getBuf), waiting while the queue is full.
+func (ap *applier) put(t protocol.MsgType, p []byte) error {
+	ap.mu.Lock()
+	for ap.bytes > 0 && ap.bytes+int64(len(p)) > applyQueueBytes && ap.err == nil && !ap.s.dead.Load() {
+		ap.cond.Wait()
+	}
+	err := ap.err
+	if err == nil && ap.s.dead.Load() {
+		err = ap.s.err
+	}
+	if err != nil {
+		ap.mu.Unlock()
+		putBuf(p)
+		return err
+	}
+	ap.bytes += int64(len(p))
+	ap.mu.Unlock()
+	ap.pending.Add(1)
+	ap.ch <- inMsg{t, p}
+	return nil
+}
+
+// stop waits until every queued message is handled (or dropped, once
+// the session is dead): nothing touches the session after receive returns.
+func (ap *applier) stop() {
+	close(ap.ch)
+	ap.mu.Lock()
+	ap.cond.Broadcast()
+	ap.mu.Unlock()
+	<-ap.done
 }
 
 func (s *session) handle(t protocol.MsgType, p []byte, size uint64) error {

@@ -58,8 +58,9 @@ func (l *link) startVerify() error {
 	s := l.sess
 	switch {
 	case s == nil || s.dead.Load():
+		conn := l.state.conn
 		l.mu.Unlock()
-		return refusedf("%s is not connected (%s): verify needs a live connection", l.peer.Node, l.state.conn)
+		return refusedf("%s is not connected (%s): verify needs a live connection", l.peer.Node, conn)
 	case l.state.repl == ReplSyncSource || l.state.repl == ReplSyncTarget:
 		l.mu.Unlock()
 		return refusedf("a resync with %s is running: verify after it ends", l.peer.Node)
