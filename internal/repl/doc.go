@@ -13,8 +13,12 @@
 //     conflict set (overlapping writes and resync reads are serialised),
 //     is queued for every connected peer, then written locally. Queue
 //     order is wire order is the Secondary's apply order.
-//   - Writes are grouped in epochs; FLUSH, FUA and max_epoch_writes close
-//     one with a barrier. The Secondary flushes at every barrier before
+//   - Writes are grouped in epochs; FLUSH, FUA, max_epoch_writes, a
+//     second of age and activity-log waiters close one with a barrier.
+//     The bookkeeping (which write is in which epoch, what an ack
+//     completes, what a lost link leaves to mark) is protocol.Epochs, a
+//     pure state machine tested by scenario files; the session only does
+//     the I/O it returns. The Secondary flushes at every barrier before
 //     it acknowledges it and before it applies anything later, so its
 //     image is crash-consistent at every instant.
 //   - A write's extents stay held (cannot go cold) until its epoch is

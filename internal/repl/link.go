@@ -307,10 +307,7 @@ func (l *link) disconnect() {
 		l.setConn(ConnDisconnecting, "operator")
 		// Graceful: the open epoch is closed and acknowledged first, so
 		// writes that reached the peer are not resynced for nothing.
-		l.mu.Lock()
-		wait := s.closeEpoch(true)
-		l.mu.Unlock()
-		if wait != nil {
+		if wait := l.barrier(); wait != nil {
 			done := make(chan struct{})
 			go func() { wait(); close(done) }()
 			select {
@@ -351,16 +348,29 @@ func (l *link) ship(kind dataKind, data []byte, off, n int64, fua bool) (*req, b
 	return s.ship(kind, data, off, n, fua)
 }
 
-// flush closes the epoch; with wait it returns a function that blocks
-// until the peer acknowledged it (false: the link failed first).
-func (l *link) flush(wait bool) func() bool {
+// flush closes the epoch; under protocol C it returns a function that
+// blocks until the peer acknowledged it (false: the link failed first).
+func (l *link) flush() func() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s := l.sess
 	if s == nil || s.dead.Load() {
 		return nil
 	}
-	return s.closeEpoch(wait)
+	return s.closeEpoch(s.ep.Flush(s.now()))
+}
+
+// barrier closes the epoch and, under every protocol, returns a function
+// that blocks until the peer acknowledged every epoch so far (nil when
+// nothing is unacknowledged or no session is up).
+func (l *link) barrier() func() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.sess
+	if s == nil || s.dead.Load() {
+		return nil
+	}
+	return s.closeEpoch(s.ep.Drain(s.now()))
 }
 
 // sendState tells a connected peer about a role or generation change.

@@ -207,8 +207,8 @@ func (l *link) status() control.Peer {
 	var unacked int64
 	inflight := 0
 	if s := l.sess; s != nil {
-		unacked = s.q.queued()
-		inflight = len(s.waiting)
+		unacked = s.ep.UnackedBytes()
+		inflight = s.ep.AwaitingAck()
 	}
 	l.mu.Unlock()
 	p := control.Peer{

@@ -302,7 +302,7 @@ func (r *Replica) Flush() error {
 	}
 	waits := make([]func() bool, 0, len(r.links))
 	for _, l := range r.links {
-		if w := l.flush(r.cfg.Protocol == 'C'); w != nil {
+		if w := l.flush(); w != nil {
 			waits = append(waits, w)
 		}
 	}

@@ -31,34 +31,19 @@ type session struct {
 	err     error
 	wg      sync.WaitGroup
 
-	// Primary side, under l.mu.
-	seq         uint64
-	epoch       uint64
-	epochWrites int
-	epochStart  time.Time
-	cur         *epochRec // the open epoch, nil before its first write
-	epochs      []*epochRec
-	waiting     map[uint64]*req
+	// Primary side, under l.mu: the epoch and ack bookkeeping is the pure
+	// protocol.Epochs; the session does the I/O it asks for.
+	ep          protocol.Epochs
+	start       time.Time            // the tracker's clock: ticks are ns since start
+	reqs        map[uint64]*req      // writes awaiting their ack, by seq
+	flushers    map[uint64]chan bool // flush waiters, by tracker waiter id
 	sentCurrent uint64
-
-	// Ack timeout: outstanding writes or epochs, and when the last ack
-	// (or the first outstanding item) happened.
-	outstanding  atomic.Int64
-	lastProgress atomic.Int64
 
 	rs *resync // while SyncTarget or SyncSource
 	vf *verify // this node's verify as source (under l.mu)
 	// vt is the verify the peer runs against this node (receiver
 	// goroutine only).
 	vt *verifyTarget
-}
-
-// epochRec is a sent epoch awaiting its barrier ack.
-type epochRec struct {
-	num     uint64
-	ranges  []span
-	closed  bool
-	waiters []chan bool
 }
 
 // req is one write awaiting the peer's ack (protocols B and C).
@@ -73,9 +58,19 @@ func (r *req) wait() bool {
 }
 
 func newSession(l *link, c net.Conn, br *bufio.Reader) *session {
-	return &session{l: l, v: l.v, c: c, br: br, q: newSendq(), proto: l.r.cfg.Protocol,
-		epoch: 1, waiting: map[uint64]*req{}}
+	cfg := &l.r.cfg
+	return &session{l: l, v: l.v, c: c, br: br, q: newSendq(), proto: cfg.Protocol,
+		ep: protocol.NewEpochs(protocol.EpochConfig{Protocol: cfg.Protocol, MaxWrites: cfg.MaxEpochWrites,
+			MaxAge: int64(maxEpochAge), AckTimeout: int64(cfg.Timeout)}),
+		start: time.Now(), reqs: map[uint64]*req{}, flushers: map[uint64]chan bool{}}
 }
+
+// maxEpochAge closes an epoch that stays open this long, so that its
+// activity-log extents can go cold and its writes stop being ambiguous.
+const maxEpochAge = time.Second
+
+// now is the epoch tracker's clock.
+func (s *session) now() int64 { return int64(time.Since(s.start)) }
 
 // kill ends the session; the first error is kept.
 func (s *session) kill(err error) {
@@ -410,13 +405,17 @@ func (l *link) serve(s *session) {
 func (l *link) teardown(s *session) {
 	l.mu.Lock()
 	l.sess = nil
-	epochs := s.epochs
-	if s.cur != nil {
-		epochs = append(epochs, s.cur)
+	a := s.ep.Lost()
+	failed := make([]*req, 0, len(a.Fail))
+	for _, seq := range a.Fail {
+		failed = append(failed, s.reqs[seq])
+		delete(s.reqs, seq)
 	}
-	s.epochs, s.cur = nil, nil
-	waiting := s.waiting
-	s.waiting = map[uint64]*req{}
+	waiters := make([]chan bool, 0, len(a.FailWaiters))
+	for _, id := range a.FailWaiters {
+		waiters = append(waiters, s.flushers[id])
+		delete(s.flushers, id)
+	}
 	l.state.peerRole, l.state.peerDisk = "Unknown", "DUnknown"
 	l.state.lastErr = s.err.Error()
 	vf := s.vf
@@ -430,20 +429,20 @@ func (l *link) teardown(s *session) {
 		vt.prog.running, vt.prog.finished, vt.prog.lastErr = false, time.Now(), "the connection was lost"
 		vt.prog.mu.Unlock()
 	}
+	// Mark before failing: Replica.write counts on a failed write being
+	// marked already.
 	marked := int64(0)
-	for _, e := range epochs {
-		for _, r := range e.ranges {
-			l.v.Mark(l.slot, r.off, r.end-r.off)
-			marked += r.end - r.off
-			l.v.UnholdRange(r.off, r.end-r.off)
-		}
-		for _, w := range e.waiters {
-			w <- false
-		}
+	for _, r := range a.Mark {
+		l.v.Mark(l.slot, r.Off, r.Len)
+		marked += r.Len
+		l.v.UnholdRange(r.Off, r.Len)
 	}
-	for _, r := range waiting {
+	for _, r := range failed {
 		r.ok = false
 		close(r.done)
+	}
+	for _, w := range waiters {
+		w <- false
 	}
 	if s.rs != nil && s.rs.target {
 		s.rs.checkpoint()
@@ -464,17 +463,12 @@ func (s *session) ship(kind dataKind, data []byte, off, n int64, fua bool) (*req
 		}
 		s.sentCurrent = cur
 	}
-	if s.cur == nil {
-		s.cur = &epochRec{num: s.epoch}
-		s.epochStart = time.Now()
-	}
 	if err := s.v.HoldRange(off, n); err != nil {
 		s.l.log.Error("cannot hold activity-log extents for an epoch", "err", err)
 		return nil, false
 	}
-	s.cur.ranges = append(s.cur.ranges, span{off, off + n})
-	s.seq++
-	m := protocol.Data{Seq: s.seq, Offset: uint64(off), Length: uint32(n)}
+	sh := s.ep.Write(off, n, fua, s.now())
+	m := protocol.Data{Seq: sh.Seq, Offset: uint64(off), Length: uint32(n)}
 	switch kind {
 	case kindTrim:
 		m.Kind = protocol.KindTrim
@@ -489,54 +483,34 @@ func (s *session) ship(kind dataKind, data []byte, off, n int64, fua bool) (*req
 		m.Flags |= protocol.DataFUA
 	}
 	var rq *req
-	if s.proto != 'A' {
+	if sh.AwaitAck {
 		rq = &req{done: make(chan struct{})}
-		s.waiting[s.seq] = rq
-		s.addOutstanding()
+		s.reqs[sh.Seq] = rq
 	}
 	if !s.q.put(protocol.MsgData, m.AppendFixed(nil), data) {
 		// The session died: teardown marks the epoch's ranges and
 		// completes rq as lost.
 		return rq, true
 	}
-	s.epochWrites++
-	if fua || s.epochWrites >= s.l.r.cfg.MaxEpochWrites {
-		s.closeEpoch(false)
+	if sh.Barrier != 0 {
+		s.q.put(protocol.MsgBarrier, protocol.U64{V: sh.Barrier}.Append(nil), nil)
 	}
 	return rq, true
 }
 
-func (s *session) addOutstanding() {
-	if s.outstanding.Add(1) == 1 {
-		s.lastProgress.Store(time.Now().UnixNano())
+// closeEpoch (under l.mu) runs a tracker action that may close the open
+// epoch (queueing its barrier) and may hand out a flush waiter: then it
+// returns a function that waits for the peer's ack (false: the link
+// died first).
+func (s *session) closeEpoch(a protocol.Actions) func() bool {
+	if a.Barrier != 0 {
+		s.q.put(protocol.MsgBarrier, protocol.U64{V: a.Barrier}.Append(nil), nil)
 	}
-}
-
-func (s *session) doneOutstanding() {
-	s.outstanding.Add(-1)
-	s.lastProgress.Store(time.Now().UnixNano())
-}
-
-// closeEpoch sends a barrier for the open epoch (under l.mu). With wait,
-// it returns a function that waits for the newest unacknowledged epoch's
-// ack (nil when nothing is unacknowledged).
-func (s *session) closeEpoch(wait bool) func() bool {
-	if s.cur != nil {
-		e := s.cur
-		e.closed = true
-		s.cur = nil
-		s.epochs = append(s.epochs, e)
-		s.epoch++
-		s.epochWrites = 0
-		s.addOutstanding()
-		s.q.put(protocol.MsgBarrier, protocol.U64{V: e.num}.Append(nil), nil)
-	}
-	if !wait || len(s.epochs) == 0 {
+	if a.Waiter == 0 {
 		return nil
 	}
 	ch := make(chan bool, 1)
-	last := s.epochs[len(s.epochs)-1]
-	last.waiters = append(last.waiters, ch)
+	s.flushers[a.Waiter] = ch
 	return func() bool { return <-ch }
 }
 
@@ -544,23 +518,21 @@ func (s *session) closeEpoch(wait bool) func() bool {
 func (s *session) barrierAck(num uint64) error {
 	l := s.l
 	l.mu.Lock()
-	var acked []*epochRec
-	for len(s.epochs) > 0 && s.epochs[0].num <= num {
-		acked = append(acked, s.epochs[0])
-		s.epochs = s.epochs[1:]
+	a, err := s.ep.BarrierAck(num, s.now())
+	woken := make([]chan bool, 0, len(a.Wake))
+	for _, id := range a.Wake {
+		woken = append(woken, s.flushers[id])
+		delete(s.flushers, id)
 	}
 	l.mu.Unlock()
-	if len(acked) == 0 {
-		return fmt.Errorf("%w: barrier ack for epoch %d, which is not outstanding", protocol.ErrMalformed, num)
+	if err != nil {
+		return err
 	}
-	for _, e := range acked {
-		s.doneOutstanding()
-		for _, r := range e.ranges {
-			s.v.UnholdRange(r.off, r.end-r.off)
-		}
-		for _, w := range e.waiters {
-			w <- true
-		}
+	for _, r := range a.Release {
+		s.v.UnholdRange(r.Off, r.Len)
+	}
+	for _, w := range woken {
+		w <- true
 	}
 	return nil
 }
@@ -568,13 +540,15 @@ func (s *session) barrierAck(num uint64) error {
 func (s *session) writeAck(seq uint64) error {
 	l := s.l
 	l.mu.Lock()
-	rq := s.waiting[seq]
-	delete(s.waiting, seq)
-	l.mu.Unlock()
-	if rq == nil {
-		return fmt.Errorf("%w: ack for write %d, which is not outstanding", protocol.ErrMalformed, seq)
+	err := s.ep.WriteAck(seq, s.now())
+	rq := s.reqs[seq]
+	if err == nil {
+		delete(s.reqs, seq)
 	}
-	s.doneOutstanding()
+	l.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	rq.ok = true
 	close(rq.done)
 	return nil
@@ -601,15 +575,16 @@ func (s *session) pinger() {
 			lastPing = now
 			s.q.put(protocol.MsgPing, protocol.U64{V: uint64(now.UnixNano())}.Append(nil), nil)
 		}
-		if s.outstanding.Load() > 0 && now.Sub(time.Unix(0, s.lastProgress.Load())) > cfg.Timeout {
+		waiters := s.v.Waiters()
+		s.l.mu.Lock()
+		a := s.ep.Tick(s.now(), waiters)
+		if !a.TimedOut {
+			s.closeEpoch(a)
+		}
+		s.l.mu.Unlock()
+		if a.TimedOut {
 			s.kill(fmt.Errorf("the peer acknowledged nothing for %s (timeout)", cfg.Timeout))
 			return
-		}
-		if s.l.mu.TryLock() {
-			if s.cur != nil && (now.Sub(s.epochStart) > time.Second || s.v.Waiters()) {
-				s.closeEpoch(false)
-			}
-			s.l.mu.Unlock()
 		}
 	}
 }
