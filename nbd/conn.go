@@ -142,6 +142,10 @@ func (c *conn) readLoop() error {
 			c.replyError(&r, errno, "")
 			continue
 		}
+		var start time.Time // the clock is read only for Export.Observe
+		if c.exp.Observe != nil {
+			start = time.Now()
+		}
 		if r.Type == CmdRead {
 			c.acquire(int64(r.Length))
 		}
@@ -154,10 +158,10 @@ func (c *conn) readLoop() error {
 		}
 		if len(waits) == 0 {
 			// Nothing earlier overlaps: cheap requests are served here.
-			if r.Type == CmdRead && c.readInline(&r) {
+			if r.Type == CmdRead && c.readInline(&r, start) {
 				continue
 			}
-			if r.Type == CmdWrite && c.writeInline(&r, buf, ent) {
+			if r.Type == CmdWrite && c.writeInline(&r, buf, ent, start) {
 				continue
 			}
 			if c.active.Load() == 0 && c.br.Buffered() < requestLen {
@@ -165,11 +169,11 @@ func (c *conn) readLoop() error {
 				// queued. A worker would add a handoff and no concurrency.
 				c.flushInline()
 				c.handlers.Add(1)
-				c.handle(r, buf, ent, nil)
+				c.handle(r, buf, ent, nil, start)
 				continue
 			}
 		}
-		wk := work{r: r, buf: buf, ent: ent}
+		wk := work{r: r, buf: buf, ent: ent, start: start}
 		if len(waits) > 0 {
 			wk.waits = append([]chan struct{}(nil), waits...)
 		}
@@ -183,6 +187,7 @@ type work struct {
 	buf   []byte
 	ent   *rangeEntry
 	waits []chan struct{}
+	start time.Time // for Export.Observe; zero without it
 }
 
 // maxWorkers bounds the goroutines serving one connection. Workers live as
@@ -217,7 +222,7 @@ const maxInline = 128 << 10
 // (data in the page cache): no handoff to a worker,
 // and the reply joins a batch written with one writev. It reports false
 // (nothing done, budget still held) when the read must go to a worker.
-func (c *conn) readInline(r *Request) bool {
+func (c *conn) readInline(r *Request, start time.Time) bool {
 	nw, ok := c.exp.Backend.(NoWaitReader)
 	if !ok || r.Length == 0 || r.Length > maxInline || r.Flags&CmdFlagFUA != 0 {
 		return false
@@ -231,6 +236,7 @@ func (c *conn) readInline(r *Request) bool {
 	c.exp.bytesRead.Add(uint64(r.Length))
 	c.inBufs = append(c.inBufs, c.readReplyHeader(r, len(buf)), buf)
 	c.inRel = append(c.inRel, buf)
+	c.observe(r.Type, start)
 	if len(c.inBufs) >= 32 {
 		c.flushInline()
 	}
@@ -243,7 +249,7 @@ func (c *conn) readInline(r *Request) bool {
 // (nothing in flight, no next request buffered), where a handoff to a
 // worker only adds latency. When it returns true it has released ent and
 // buf; when false the caller still owns both.
-func (c *conn) writeInline(r *Request, buf []byte, ent *rangeEntry) bool {
+func (c *conn) writeInline(r *Request, buf []byte, ent *rangeEntry, start time.Time) bool {
 	if r.Length == 0 || r.Length > maxInline || r.Flags&CmdFlagFUA != 0 {
 		// Large payloads go to a worker so the copy into the page cache
 		// overlaps reading the next payload from the socket.
@@ -268,13 +274,22 @@ func (c *conn) writeInline(r *Request, buf []byte, ent *rangeEntry) bool {
 	if err != nil {
 		c.flushInline()
 		c.fail(r, err)
+		c.observe(r.Type, start)
 		return true
 	}
 	c.exp.bytesWritten.Add(uint64(r.Length))
 	h := make([]byte, simpleLen)
 	putSimpleReply(h, 0, r.Cookie)
 	c.inBufs = append(c.inBufs, h)
+	c.observe(r.Type, start)
 	return true
+}
+
+// observe reports a served request to Export.Observe, if set.
+func (c *conn) observe(cmd uint16, start time.Time) {
+	if obs := c.exp.Observe; obs != nil {
+		obs(cmd, time.Since(start))
+	}
 }
 
 func (c *conn) flushInline() {
@@ -288,7 +303,7 @@ func (c *conn) flushInline() {
 
 func (c *conn) worker(w work) {
 	for {
-		c.handle(w.r, w.buf, w.ent, w.waits)
+		c.handle(w.r, w.buf, w.ent, w.waits, w.start)
 		c.active.Add(-1)
 		var ok bool
 		if w, ok = <-c.work; !ok {
@@ -375,8 +390,14 @@ func (c *conn) validate(r *Request) uint32 {
 	return 0
 }
 
-func (c *conn) handle(r Request, buf []byte, ent *rangeEntry, waits []chan struct{}) {
+// handle serves one request and queues its reply; start is when it was
+// received, for Export.Observe.
+func (c *conn) handle(r Request, buf []byte, ent *rangeEntry, waits []chan struct{}, start time.Time) {
 	defer c.handlers.Done()
+	if c.exp.Observe != nil {
+		// Every return below has queued the reply.
+		defer c.observe(r.Type, start)
+	}
 	for _, w := range waits {
 		<-w
 	}
