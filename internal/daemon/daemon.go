@@ -46,6 +46,7 @@ type Daemon struct {
 	started time.Time
 	bus     *control.Bus
 	rln     *repl.Listener // replication listener; nil without replicated volumes
+	mx      metricsEndpoint
 
 	mu        sync.Mutex
 	listeners []listener
@@ -98,6 +99,9 @@ func (d *Daemon) Start() (err error) {
 	if err := d.startReplication(); err != nil {
 		return err
 	}
+	if err := d.listenMetrics(); err != nil {
+		return err
+	}
 	for _, lr := range d.cfg.LocalReplicas(d.node.Name) {
 		v := &replica{cfg: lr.Volume, replica: lr.Replica}
 		log := d.log.With("volume", v.cfg.Name)
@@ -147,6 +151,7 @@ func (d *Daemon) Start() (err error) {
 			// (writes into cold activity-log extents go to a worker).
 			InlineWrites: v.rep == nil,
 			Backend:      backend,
+			Observe:      d.mx.m.Observer(v.cfg.Name), // nil without metrics
 		}
 		if v.rep != nil {
 			exp.Admit = v.rep.Admit
@@ -191,6 +196,7 @@ func (d *Daemon) Start() (err error) {
 			d.log.Error("control socket stopped", "err", err)
 		}
 	}()
+	d.serveMetrics()
 	for _, v := range d.volumes {
 		// A replicated volume's device is attached when it becomes Primary.
 		if v.rep == nil || v.vol.Primary() {
@@ -249,6 +255,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	if d.ctl != nil {
 		d.ctl.Shutdown(ctx)
 	}
+	d.stopMetrics(ctx)
 	if d.rln != nil {
 		d.rln.Close()
 	}
