@@ -1,8 +1,12 @@
 package metrics
 
 import (
+	"bytes"
 	"fmt"
+	"os"
 	"reflect"
+	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -334,4 +338,38 @@ func sampleCount(t *testing.T, m *Metrics, op string) uint64 {
 		t.Fatal(err)
 	}
 	return d.GetHistogram().GetSampleCount()
+}
+
+// docs/metrics.md names every metric.
+func TestDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	st := testStatus()
+	if _, err := New(reg, "alpha", func() control.Status { return st }); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"blkrep_nbd_request_duration_seconds"} // no series until a volume's Observer
+	for _, mf := range mfs {
+		names = append(names, mf.GetName())
+	}
+	for _, n := range names {
+		if !bytes.Contains(doc, []byte("| `"+n+"` |")) {
+			t.Errorf("docs/metrics.md: no table row for %s", n)
+		}
+	}
+	if len(names) < 40 {
+		t.Fatalf("only %d metrics gathered", len(names))
+	}
+	for _, m := range regexp.MustCompile("\\| `(blkrep_[a-z_]+)` \\|").FindAllSubmatch(doc, -1) {
+		if !slices.Contains(names, string(m[1])) {
+			t.Errorf("docs/metrics.md documents %s, which is not exported", m[1])
+		}
+	}
 }
