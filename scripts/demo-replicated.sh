@@ -78,6 +78,11 @@ identical
 out=$(nbdinfo 'nbd+unix:///r0?socket=beta-r0.sock' 2>&1) && fail "beta's export accepted a client while Secondary"
 echo "beta refuses NBD clients while Secondary (nbdinfo: ${out%%$'\n'*})"
 
+say "Prometheus metrics: the same figures as status (alpha: http://127.0.0.1:9641/metrics)"
+metrics=$(python3 -c 'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:9641/metrics", timeout=5).read().decode())') || fail "alpha's metrics endpoint did not answer"
+grep -E '^blkrep_(volume_role\{.*role="Primary"|peer_replication_state\{.*state="Established"|peer_out_of_sync_bytes|nbd_written_bytes_total)' <<<"$metrics"
+grep -q '^blkrep_volume_role{.*role="Primary".*} 1' <<<"$metrics" || fail "alpha's metrics do not show it Primary"
+
 say "Disconnect, write 4 MiB on alpha alone, reconnect: only the 4 MiB resync"
 run br alpha disconnect r0
 head -c 4M /dev/urandom | nbdcopy --flush - "$alpha_uri"
