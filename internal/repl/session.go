@@ -592,7 +592,8 @@ func (s *session) pinger() {
 // receive reads and handles messages until the connection fails.
 //
 // Small messages are handled on this goroutine when nothing is queued
-// (the latency path: an ack, a 4 KiB write). Large ones, and everything
+// (the latency path: an ack, a 4 KiB write). Barriers (a disk flush),
+// large messages, and everything
 // behind a queued message, go in order to an applier goroutine, so that
 // reading the next write from the socket overlaps writing this one to
 // disk. Order is kept: a message is handled here only when every earlier
@@ -621,7 +622,7 @@ func (s *session) receive() error {
 			return fmt.Errorf("reading from the peer: %w", err)
 		}
 		s.l.recvd.Add(uint64(protocol.HeaderSize + len(p)))
-		if !pooled && ap.idle() {
+		if !pooled && t != protocol.MsgBarrier && ap.idle() {
 			if err := s.handle(t, p, size); err != nil {
 				return err
 			}
