@@ -6,7 +6,7 @@ FUZZTIME ?= 10s
 # thread (see nbd/kernel), and the same binaries run inside QEMU guests.
 export CGO_ENABLED := 0
 
-.PHONY: build test test-unit test-race test-fuzz test-process deps demo bench vet fmt-check vm-smoke clean
+.PHONY: build test test-unit test-race test-fuzz test-process deps demo bench bench-resync vet fmt-check vm-smoke clean
 
 build:
 	$(GO) build -trimpath -o $(BIN)/ ./cmd/blkrepd ./cmd/blkrep
@@ -50,11 +50,21 @@ demo: build
 	bash scripts/demo.sh
 	bash scripts/demo-replicated.sh
 
-## bench: fio against blkrepd (with and without metadata), nbdkit, qemu-nbd and
-## nbd-server in one run.
+## bench: fio against blkrepd (with and without metadata, and replicated pairs
+## under protocols A, B and C), nbdkit, qemu-nbd and nbd-server in one run; then
+## bench-resync. BENCH_RESYNC=0 skips the second part (docs/benchmarks.md).
+BENCH_RESYNC ?= 1
 bench: build
 	bash scripts/install-deps.sh bench
-	bash scripts/bench.sh
+	rc=0; bash scripts/bench.sh || rc=1; \
+	if [ "$(BENCH_RESYNC)" != 0 ]; then echo; bash scripts/bench-resync.sh || rc=1; fi; \
+	exit $$rc
+
+## bench-resync: resync throughput, a 1 % resync of a 16 GiB sparse volume, a
+## checksum resync of identical data, memory with a 1 TiB volume.
+bench-resync: build
+	bash scripts/install-deps.sh bench
+	bash scripts/bench-resync.sh
 
 ## vm-smoke: blkrepd attaching /dev/nbd0 on Debian's 6.1 and 6.12 kernels.
 vm-smoke: build

@@ -2,18 +2,30 @@
 # blkrep benchmark: fio's nbd engine against blkrepd and three reference NBD servers
 # (nbdkit file, qemu-nbd, nbd-server), all exporting identical files over unix sockets,
 # measured in one run, alternating the servers, several rounds. See docs/benchmarks.md.
+# (Resync speed and memory have their own script, scripts/bench-resync.sh.)
 #
-# blkrepd runs in three variants, each its own daemon with its own config, control socket,
-# image and NBD socket in the work directory:
+# blkrepd runs in three standalone variants, each its own daemon with its own config, control
+# socket, image and NBD socket in the work directory:
 #   blkrepd       the defaults: internal metadata, al_extents = 1237 (4.8 GiB, so a working
 #                 set of BENCH_SIZE up to 4.8 GiB stays inside the activity log)
 #   blkrepd-nomd  meta_disk = "none": no metadata, no activity log (the baseline of the
 #                 activity-log cost)
 #   blkrepd-al4x  internal metadata, al_extents = BENCH_SIZE / 4 / 4 MiB (at least 1): the
 #                 working set is four times the activity log
+# and three replicated ones, each a PAIR of daemons on 127.0.0.1 (free ports picked at start):
+#   blkrepd-A, blkrepd-B, blkrepd-C   alpha (Primary, serves the NBD socket fio uses) replicates
+#                 to beta (Secondary) under protocol A, B or C; otherwise the settings of
+#                 blkrepd (internal metadata, al_extents 1237, image SIZE + metadata on each
+#                 node). Both images are created fresh, so the first handshake is
+#                 "both-just-created": no initial sync; the fill below goes through alpha and
+#                 is replicated, so beta's image ends up identical and fully allocated too.
 # For each blkrepd* run the control status is read before and after fio, and the activity-log
 # records and NBD writes of the run go to al.tsv; a second table ("activity log cost") shows,
 # per write workload, blkrepd and blkrepd-al4x against blkrepd-nomd and AL writes per 1000 writes.
+# After each run on a pair the script waits until beta has acknowledged everything, and marks
+# the run failed if the pair was not Connected and in sync all along (a reconnect, or bytes out
+# of sync: the figure would not be a replicated one). A third table ("replication cost") shows,
+# per write workload, blkrepd-A/B/C against blkrepd and their added mean write latency.
 #
 # Usage: scripts/bench.sh            (normally via `make bench`, which builds bin/blkrepd)
 #
@@ -23,7 +35,7 @@
 #   BENCH_RUNTIME=10       seconds measured per fio run
 #   BENCH_RAMP=1           seconds of fio ramp-up (not measured) per run
 #   BENCH_OUT=./bench-out  where results.md, results.tsv, al.tsv and raw fio JSON (raw/) go
-#   BENCH_SERVERS="blkrepd blkrepd-nomd blkrepd-al4x nbdkit qemu-nbd nbd-server"
+#   BENCH_SERVERS="blkrepd blkrepd-nomd blkrepd-al4x blkrepd-A blkrepd-B blkrepd-C nbdkit qemu-nbd nbd-server"
 #                          servers to run (any subset)
 #   BENCH_WORKLOADS="randwrite-4k-qd1 randwrite-4k-qd32 seqwrite-1m-qd8 randread-4k-qd32 writeflush-4k-qd1"
 #   BENCH_BASE=blkrepd     server whose ratio to each peer is reported
@@ -75,7 +87,8 @@ RAMP=${RAMP%s}
 [[ $RUNTIME =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNTIME must be a positive number of seconds"
 [[ $RAMP =~ ^[0-9]+$ ]] || die "BENCH_RAMP must be a number of seconds"
 OUT=${BENCH_OUT:-./bench-out}
-read -r -a SERVERS <<<"${BENCH_SERVERS:-blkrepd blkrepd-nomd blkrepd-al4x nbdkit qemu-nbd nbd-server}"
+ALL_SERVERS="blkrepd blkrepd-nomd blkrepd-al4x blkrepd-A blkrepd-B blkrepd-C nbdkit qemu-nbd nbd-server"
+read -r -a SERVERS <<<"${BENCH_SERVERS:-$ALL_SERVERS}"
 read -r -a WORKLOADS <<<"${BENCH_WORKLOADS:-randwrite-4k-qd1 randwrite-4k-qd32 seqwrite-1m-qd8 randread-4k-qd32 writeflush-4k-qd1}"
 BASE=${BENCH_BASE:-blkrepd}
 BLKREPD=${BENCH_BLKREPD:-$REPO/bin/blkrepd}
@@ -108,14 +121,14 @@ done
 need=(fio nbdinfo nbdcopy "$PYTHON" timeout)
 for s in "${SERVERS[@]}"; do
 	case $s in
-	blkrepd | blkrepd-nomd | blkrepd-al4x)
+	blkrepd | blkrepd-nomd | blkrepd-al4x | blkrepd-[ABC])
 		[ -x "$BLKREPD" ] || die "$BLKREPD not found: build it (make bench does) or leave $s out of BENCH_SERVERS"
 		[ -x "$BLKREP" ] || die "$BLKREP not found: build it (make bench does) or leave $s out of BENCH_SERVERS"
 		;;
 	nbdkit) need+=(nbdkit) ;;
 	qemu-nbd) need+=(qemu-nbd) ;;
 	nbd-server) need+=(nbd-server) ;;
-	*) die "unknown server '$s' (known: blkrepd blkrepd-nomd blkrepd-al4x nbdkit qemu-nbd nbd-server)" ;;
+	*) die "unknown server '$s' (known: $ALL_SERVERS)" ;;
 	esac
 done
 for c in "${need[@]}"; do
@@ -215,6 +228,52 @@ start_server() {
 		"$BLKREPD" --config "$W/$s.toml" --node bench --log-level warn </dev/null >"$W/$s.log" 2>&1 &
 		PID[$s]=$!
 		;;
+	blkrepd-[ABC])
+		# A pair: DIR/$s.toml holds both nodes. alpha: control socket $s.ctl, disk $s.img,
+		# NBD socket $s.sock (what fio uses), log $s.log; beta: the same names with -beta.
+		# Replication on 127.0.0.1, two free ports. The pair is connected and alpha promoted
+		# in wait_ready.
+		local ports proto=${s#blkrepd-}
+		read -r -a ports <<<"$("$PYTHON" "$HELPER" free-ports 2)" || die "no free TCP ports on 127.0.0.1"
+		((${#ports[@]} == 2)) || die "no free TCP ports on 127.0.0.1"
+		cat >"$W/$s.toml" <<-EOF
+			[cluster]
+			name = "bench"
+			secret = "blkrep-bench-secret-$RANDOM$RANDOM$RANDOM"
+
+			[[node]]
+			name = "alpha"
+			control_socket = "$s.ctl"
+			address = "127.0.0.1:${ports[0]}"
+
+			[[node]]
+			name = "beta"
+			control_socket = "$s-beta.ctl"
+			address = "127.0.0.1:${ports[1]}"
+
+			[[volume]]
+			name = "bench"
+			size = "$(human_size "$SIZE")"
+			protocol = "$proto"
+			connect_interval = "1s"
+
+			[[volume.replica]]
+			node = "alpha"
+			disk = "$s.img"
+			create = true
+			nbd_socket = "$s.sock"
+
+			[[volume.replica]]
+			node = "beta"
+			disk = "$s-beta.img"
+			create = true
+			nbd_socket = "$s-beta.sock"
+		EOF
+		"$BLKREPD" --config "$W/$s.toml" --node alpha --log-level warn </dev/null >"$W/$s.log" 2>&1 &
+		PID[$s]=$!
+		"$BLKREPD" --config "$W/$s.toml" --node beta --log-level warn </dev/null >"$W/$s-beta.log" 2>&1 &
+		PID[$s/beta]=$!
+		;;
 	nbdkit)
 		# nbdkit serves any export name with the file plugin; cache=default = page cache,
 		# FLUSH = fdatasync; default 16 threads.
@@ -260,8 +319,77 @@ start_server() {
 	esac
 }
 
+is_pair() { [[ $1 == blkrepd-[ABC] ]]; }
+
+# peer_state SERVER [NODE]: one line of the pair's replication state as seen by alpha (or
+# NODE=beta): connection replication disk out_of_sync unacked in_flight reconnects sent
+# received rule action ... (report.py peer); fails if the status cannot be read.
+peer_state() {
+	local ctl=$W/$1.ctl
+	[ "${2:-alpha}" = beta ] && ctl=$W/$1-beta.ctl
+	"$BLKREP" --socket "$ctl" status --json >"$W/peer.json" 2>>"$W/status.log" &&
+		"$PYTHON" "$HELPER" peer "$W/peer.json" 2>>"$W/status.log"
+}
+
+# pair_up SERVER: wait (60 s at most) until alpha and beta are Connected and Established with
+# nothing out of sync, then make alpha Primary.
+pair_up() {
+	local s=$1 i n st a b
+	for ((i = 0; i < 600; i++)); do
+		for n in "$s" "$s/beta"; do
+			kill -0 "${PID[$n]}" 2>/dev/null && continue
+			tail -n 20 "$W/${n/\//-}.log" >&2 || true
+			die "$n exited during start-up (log above)"
+		done
+		a=$(peer_state "$s" alpha) || a=
+		b=$(peer_state "$s" beta) || b=
+		if [[ $a == "Connected Established "* && $b == "Connected Established "* ]]; then
+			read -r -a st <<<"$a"
+			if [ "${st[3]}" = 0 ]; then
+				log "$s: alpha and beta connected (handshake rule ${st[9]}, action ${st[10]})"
+				timeout 30 "$BLKREP" --socket "$W/$s.ctl" primary bench >>"$W/status.log" 2>&1 ||
+					die "$s: could not make alpha Primary (see $W/status.log)"
+				return 0
+			fi
+		fi
+		sleep 0.1
+	done
+	log "$s: alpha sees: ${a:-no status}; beta sees: ${b:-no status}"
+	tail -n 10 "$W/$s.log" "$W/$s-beta.log" >&2 || true
+	die "$s: alpha and beta not connected and in sync after 60 s"
+}
+
+# pair_settle SERVER RECONNECTS0: after a run, wait (30 s at most) until beta has acknowledged
+# every write, then check that the pair stayed connected and in sync since the status that
+# gave RECONNECTS0. Prints the reason and fails otherwise.
+pair_settle() {
+	local s=$1 r0=$2 i line st=()
+	for ((i = 0; i < 300; i++)); do
+		if line=$(peer_state "$s"); then
+			read -r -a st <<<"$line"
+			[ "${st[4]}" = 0 ] && [ "${st[5]}" = 0 ] && break
+		fi
+		sleep 0.1
+	done
+	((${#st[@]} > 0)) || { echo "status unreadable"; return 1; }
+	if [ "${st[0]} ${st[1]}" != "Connected Established" ]; then
+		echo "alpha is ${st[0]}/${st[1]} after the run"
+		return 1
+	fi
+	if [ "${st[6]}" != "$r0" ]; then
+		echo "the pair reconnected during the run ($r0 -> ${st[6]} reconnects)"
+		return 1
+	fi
+	if [ "${st[3]}" != 0 ] || [ "${st[4]}" != 0 ]; then
+		echo "${st[3]} bytes out of sync, ${st[4]} unacknowledged after the run"
+		return 1
+	fi
+	return 0
+}
+
 wait_ready() {
 	local s=$1 i size
+	is_pair "$s" && pair_up "$s"
 	for ((i = 0; i < 300; i++)); do
 		if ! kill -0 "${PID[$s]}" 2>/dev/null; then
 			tail -n 20 "$W/$s.log" >&2 || true
@@ -286,7 +414,7 @@ versions() {
 	fi
 	for s in "${SERVERS[@]}"; do
 		case $s in
-		blkrepd | blkrepd-nomd | blkrepd-al4x) ;;
+		blkrepd | blkrepd-nomd | blkrepd-al4x | blkrepd-[ABC]) ;;
 		nbdkit) echo "nbdkit: $(nbdkit --version 2>&1 | head -n1)" ;;
 		qemu-nbd) echo "qemu-nbd: $(qemu-nbd --version 2>&1 | head -n1)" ;;
 		nbd-server) echo "nbd-server: $(nbd-server -V 2>&1 | grep -m1 version)" ;;
@@ -324,6 +452,12 @@ done
 log "filling every export through its server with the same $SIZE of random data"
 head -c "$SIZE" /dev/urandom >"$W/src.img"
 for s in "${SERVERS[@]}"; do
+	r0=
+	if is_pair "$s"; then
+		st=$(peer_state "$s") || die "cannot read $s's status (see $W/status.log)"
+		read -r -a st <<<"$st"
+		r0=${st[6]}
+	fi
 	t0=$(date +%s%N)
 	nbdcopy --flush "$W/src.img" "${URI[$s]}" || die "nbdcopy into $s failed"
 	ms=$((($(date +%s%N) - t0) / 1000000))
@@ -332,10 +466,27 @@ for s in "${SERVERS[@]}"; do
 		read -r c_al c_io _ <<<"$c"
 		extra="; $c_al AL writes / $c_io writes"
 	fi
+	if is_pair "$s"; then
+		why=$(pair_settle "$s" "$r0") || die "$s: the pair did not stay in sync during the fill: $why"
+		extra+="; beta $(du -m "$W/$s-beta.img" 2>/dev/null | cut -f1) MiB allocated, in sync"
+	fi
 	log "  $s filled in $((ms / 1000)).$((ms % 1000 / 100)) s; backing file $(du -m "${IMG[$s]}" 2>/dev/null | cut -f1) MiB allocated$extra"
 done
 rm -f "$W/src.img"
 sync
+
+# The QD1 latency budget of replication (docs/benchmarks.md, "Replication cost"): one round
+# trip on 127.0.0.1 TCP plus one 4 KiB page-cache pwrite on the work directory's filesystem
+# (what the peer does for a replicated write), measured now, on this machine.
+RTT_US=nan PWRITE_US=nan
+if [[ " ${SERVERS[*]} " == *" blkrepd-"[ABC]" "* ]]; then
+	if b=$(timeout 60 "$PYTHON" "$HELPER" latency-budget "$W" 2>>"$W/status.log"); then
+		read -r RTT_US PWRITE_US <<<"$b"
+		log "latency budget: TCP round trip on 127.0.0.1 $RTT_US us, 4 KiB pwrite $PWRITE_US us (median)"
+	else
+		log "could not measure the latency budget (see $W/status.log)"
+	fi
+fi
 
 # ---------------------------------------------------------------- runs
 printf 'round\tworkload\tserver\tvalue\n' >"$OUT/results.tsv"
@@ -363,6 +514,17 @@ for ((r = 1; r <= ROUNDS; r++)); do
 			if is_blkrepd "$s"; then
 				before=$(status_counters "$s") || { before=; log "could not read $s's status before the run (see $W/status.log)"; }
 			fi
+			r0=
+			if is_pair "$s"; then
+				if st=$(peer_state "$s"); then
+					read -r -a st <<<"$st"
+					r0=${st[6]}
+					[ "${st[0]} ${st[1]} ${st[3]}" = "Connected Established 0" ] ||
+						log "$s is ${st[0]}/${st[1]} with ${st[3]} bytes out of sync before the run"
+				else
+					log "could not read $s's replication state before the run (see $W/status.log)"
+				fi
+			fi
 			# shellcheck disable=SC2086 # WL_ARGS holds several words on purpose
 			timeout --kill-after=10 $((RUNTIME + RAMP + 60)) \
 				fio --name="$wl" --ioengine=nbd --uri="${URI[$s]}" ${WL_ARGS[$wl]} \
@@ -379,6 +541,10 @@ for ((r = 1; r <= ROUNDS; r++)); do
 			else
 				log "fio failed (exit $rc) on $s $wl:"
 				tail -n 5 "$W/fio.log" >&2 || true
+			fi
+			if is_pair "$s" && [ "$val" != nan ] && ! why=$(pair_settle "$s" "$r0"); then
+				log "$s $wl: not a replicated figure, counted as failed: $why"
+				val=nan
 			fi
 			if [ "$val" = nan ]; then
 				failures=$((failures + 1))
@@ -408,6 +574,9 @@ table=$("$PYTHON" "$HELPER" table "$OUT/results.tsv" "$BASE" "${SERVERS[@]}")
 detail=$("$PYTHON" "$HELPER" table "$OUT/results.tsv" "$BASE" "${SERVERS[@]}" --detail)
 al_table=$("$PYTHON" "$HELPER" al-table "$OUT/results.tsv" "$OUT/al.tsv")
 al_detail=$("$PYTHON" "$HELPER" al-table "$OUT/results.tsv" "$OUT/al.tsv" --detail)
+repl_table=$("$PYTHON" "$HELPER" repl-table "$OUT/results.tsv" "$OUT/raw" "$RTT_US" "$PWRITE_US")
+repl_detail=$("$PYTHON" "$HELPER" repl-table "$OUT/results.tsv" "$OUT/raw" "$RTT_US" "$PWRITE_US" --detail)
+repl_note="Replication cost: blkrepd-A/B/C are pairs of daemons on this machine (alpha Primary, beta Secondary, replication over 127.0.0.1 TCP, both images page-cached on $fstype) under protocol A, B or C, otherwise configured as blkrepd; server/blkrepd = median of the per-round ratios to standalone blkrepd; added latency = median over the rounds of the difference of fio's mean write latency (completion, ramp excluded) to blkrepd's; QD1 budget = one TCP round trip on 127.0.0.1 ($RTT_US us) + one 4 KiB page-cache pwrite ($PWRITE_US us) + 100 us, both measured in this run with python3 (interpreter overhead included); targets: 1M seq write >= 0.8 (stretch 0.9), 4k randwrite QD32 >= 0.6 (stretch 0.8), 4k randwrite QD1 added latency <= budget"
 # The note above the activity-log table: which activity log each variant has.
 al_note="Activity log cost, working set $(human_size "$SIZE"):"
 if [[ " ${SERVERS[*]} " == *" blkrepd "* ]]; then
@@ -437,6 +606,12 @@ fi
 		echo "$al_detail"
 		echo
 	fi
+	if [ -n "$repl_table" ]; then
+		echo "$repl_note"
+		echo
+		echo "$repl_detail"
+		echo
+	fi
 	echo "Versions:"
 	echo
 	versions | sed 's/^/- /'
@@ -452,6 +627,12 @@ if [ -n "$al_table" ]; then
 	echo "$al_note"
 	echo
 	echo "$al_table"
+fi
+if [ -n "$repl_table" ]; then
+	echo
+	echo "$repl_note"
+	echo
+	echo "$repl_table"
 fi
 log "results: $OUT/results.md, raw fio JSON in $OUT/raw/"
 if ((failures > 0)); then

@@ -9,6 +9,19 @@
                                           volumes; 0 AL writes for a volume without metadata)
   report.py al-table RESULTS.tsv AL.tsv [--detail]
                                           print the "activity log cost" Markdown table
+  report.py repl-table RESULTS.tsv RAWDIR RTT_US PWRITE_US [--detail]
+                                          print the "replication cost" Markdown table
+  report.py peer STATUS.json [VOLUME]     print one line of the first peer of VOLUME (default:
+                                          the first volume) in a `blkrep status --json` document:
+                                          connection replication disk out_of_sync unacked
+                                          in_flight reconnects sent received rule action
+                                          rs_running rs_checksum rs_total rs_done rs_skipped
+                                          rs_seconds rs_started (rs_*: the last resync; "-"
+                                          when none; rs_started in Unix seconds)
+  report.py free-ports N                 print N distinct free TCP ports on 127.0.0.1
+  report.py latency-budget DIR           print "rtt_us pwrite_us": the median round trip of
+                                          a 64-byte ping-pong over TCP on 127.0.0.1, and the
+                                          median 4 KiB pwrite into a page-cached file in DIR
 
 RESULTS.tsv columns: round, workload, server, value ("nan" for a failed run).
 Per row the table shows each server's median figure over the rounds, and BASE's ratio to each
@@ -19,12 +32,22 @@ variants' activity-log records and NBD writes during one fio run (status before 
 The activity-log table has, per write workload, a row for each of AL_SERVERS: its median
 figure, its ratio to AL_BASELINE (median of the per-round ratios) and the activity-log
 records written per 1000 NBD writes (median over the rounds).
+
+The replication-cost table has, per write workload, a row for each of REPL_SERVERS (pairs of
+daemons under protocol A, B, C): its median figure, standalone blkrepd's, the median of the
+per-round ratios server/blkrepd, the median over the rounds of the difference of fio's mean
+write latency (lat_ns.mean of RAWDIR/r<round>-<workload>-<server>.json) to blkrepd's, and the
+target of docs/benchmarks.md with a verdict.
 Standard library only: runs on Debian's python3.
 """
 import json
 import math
+import os
+import socket
 import statistics
 import sys
+import threading
+import time
 
 # name -> (label, unit, kind); kind selects how the figure is read from fio's JSON.
 WORKLOADS = {
@@ -40,6 +63,16 @@ ORDER = list(WORKLOADS)
 # activity log (the working set fits), blkrepd-al4x one a quarter of the working set.
 AL_BASELINE = "blkrepd-nomd"
 AL_SERVERS = ("blkrepd", "blkrepd-al4x")
+
+# The replication-cost table: pairs under protocols A, B, C against standalone blkrepd.
+REPL_BASELINE = "blkrepd"
+REPL_SERVERS = ("blkrepd-A", "blkrepd-B", "blkrepd-C")
+# workload -> (minimum ratio to standalone, stretch); the QD1 row's target is the latency budget.
+REPL_TARGETS = {
+    "seqwrite-1m-qd8": (0.8, 0.9),
+    "randwrite-4k-qd32": (0.6, 0.8),
+}
+REPL_BUDGET_EXTRA_US = 100.0
 
 
 def load_fio(path):
@@ -238,6 +271,201 @@ def al_table(results, al_tsv, detail=False):
     return "\n".join(out)
 
 
+def mean_write_latency_us(rawdir, rnd, wl, srv):
+    """fio's mean write latency (submission to completion) of one run, in us; nan if unknown."""
+    try:
+        d = load_fio(os.path.join(rawdir, f"r{rnd}-{wl}-{srv}.json"))
+        return d["jobs"][0]["write"]["lat_ns"]["mean"] / 1000.0
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return float("nan")
+
+
+def repl_table(results, rawdir, rtt_us, pwrite_us, detail=False):
+    data, workloads = read_results(results)
+    try:
+        budget = float(rtt_us) + float(pwrite_us) + REPL_BUDGET_EXTRA_US
+    except ValueError:
+        budget = float("nan")
+    writes = [w for w in workloads if WORKLOADS.get(w, ("", "", ""))[2] != "read_iops"]
+    rows, details = [], []
+    for wl in writes:
+        label, unit, _ = WORKLOADS.get(wl, (wl, "", ""))
+        base = data.get((wl, REPL_BASELINE), {})
+        for s in REPL_SERVERS:
+            if (wl, s) not in data:
+                continue
+            vals = data[(wl, s)]
+            ratios = round_ratios(vals, base)
+            added = []
+            for r in sorted(vals):
+                if r not in base or math.isnan(vals[r]) or math.isnan(base[r]):
+                    continue
+                a = mean_write_latency_us(rawdir, r, wl, s)
+                b = mean_write_latency_us(rawdir, r, wl, REPL_BASELINE)
+                if not math.isnan(a) and not math.isnan(b):
+                    added.append(a - b)
+            ratio = rng = "n/a"
+            m = float("nan")
+            if ratios:
+                m = statistics.median(ratios)
+                ratio = f"{m:.2f}"
+                rng = f"{min(ratios):.2f}-{max(ratios):.2f}"
+            lat = f"{statistics.median(added):+.0f}" if added else "n/a"
+            if wl in REPL_TARGETS:
+                lo, hi = REPL_TARGETS[wl]
+                target = f">= {lo:.1f}x (stretch {hi:.1f}x)"
+                if math.isnan(m):
+                    verdict_s = "n/a"
+                else:
+                    verdict_s = "met, stretch too" if m >= hi else ("met" if m >= lo else "MISSED")
+            elif wl == "randwrite-4k-qd1":
+                target = f"added <= {budget:.0f} us" if not math.isnan(budget) else "added <= RTT + pwrite + 100 us"
+                if not added or math.isnan(budget):
+                    verdict_s = "n/a"
+                else:
+                    verdict_s = "met" if statistics.median(added) <= budget else "MISSED"
+            else:
+                target, verdict_s = "none", ""
+            rows.append(f"| {label} ({unit}) | {s} | {fmt_value(median(vals.values()), unit)} "
+                        f"| {fmt_value(median(base.values()), unit)} | {ratio} | {rng} | {lat} "
+                        f"| {target} | {verdict_s} |")
+            details.append((label, s, ratios, added))
+    if not rows:
+        return ""
+    out = [f"| workload | server | figure | {REPL_BASELINE} | server/{REPL_BASELINE} | per-round range "
+           "| added mean latency (us) | target | verdict |",
+           "|---|---|---:|---:|---:|---:|---:|---|---|"] + rows
+    if detail:
+        out += ["", f"Per-round figures (in round order): ratio server/{REPL_BASELINE}, "
+                "added mean write latency (us):", "",
+                "| workload | server | ratios | added latency (us) |", "|---|---|---|---|"]
+        for label, s, ratios, added in details:
+            out.append(f"| {label} | {s} | {' '.join(f'{x:.2f}' for x in ratios) or 'n/a'} "
+                       f"| {' '.join(f'{x:+.0f}' for x in added) or 'n/a'} |")
+    return "\n".join(out)
+
+
+def parse_time(s):
+    """RFC 3339 with up to nanoseconds and Z -> Unix seconds (float, sub-microsecond kept)."""
+    from datetime import datetime, timezone
+    s = s.strip()
+    frac = 0.0
+    if s.endswith("Z"):
+        s = s[:-1]
+        tz = timezone.utc
+    else:
+        tz = None
+    if "." in s:
+        s, f = s.split(".", 1)
+        frac = float("0." + f)
+    dt = datetime.fromisoformat(s)
+    if tz is not None:
+        dt = dt.replace(tzinfo=tz)
+    return dt.timestamp() + frac
+
+
+def peer_line(path, volume=None):
+    with open(path, encoding="utf-8") as f:
+        return peer_fields(json.load(f), volume, path)
+
+
+def peer_fields(st, volume=None, path="status"):
+    """The `peer` line of a parsed status document."""
+    vols = st.get("volumes") or []
+    if volume is not None:
+        vols = [v for v in vols if v.get("name") == volume]
+    if not vols:
+        raise ValueError(f"{path}: no volume {volume or ''} in the status document")
+    peers = vols[0].get("peers") or []
+    if not peers:
+        raise ValueError(f"{path}: volume {vols[0].get('name')} has no peer")
+    p = peers[0]
+    hs = p.get("handshake") or {}
+    out = [p["connection"], p["replication"], p.get("disk", "-"), p["out_of_sync_bytes"],
+           p["unacked_bytes"], p["in_flight_writes"], p["reconnects"], p["sent_bytes"],
+           p["received_bytes"], hs.get("rule") or "-", hs.get("action") or "-"]
+    rs = p.get("resync")
+    if rs:
+        start = parse_time(rs["started_at"])
+        secs = "-"
+        if rs.get("finished_at"):
+            secs = f"{parse_time(rs['finished_at']) - start:.6f}"
+        out += [int(bool(rs["running"])), int(bool(rs["checksum"])), rs["total_bytes"],
+                rs["done_bytes"], rs["skipped_bytes"], secs, f"{start:.6f}"]
+    else:
+        out += ["-"] * 7
+    return " ".join(str(x) for x in out)
+
+
+def free_ports(n):
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def latency_budget(directory, rounds=2000):
+    """(median TCP round trip on 127.0.0.1, median 4 KiB pwrite) in us."""
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+
+    def echo():
+        c, _ = srv.accept()
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while True:
+            b = c.recv(64)
+            if not b:
+                break
+            c.sendall(b)
+        c.close()
+
+    t = threading.Thread(target=echo, daemon=True)
+    t.start()
+    c = socket.create_connection(srv.getsockname())
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    msg = b"x" * 64
+    rtts = []
+    for i in range(rounds + 100):
+        t0 = time.perf_counter_ns()
+        c.sendall(msg)
+        got = 0
+        while got < len(msg):
+            got += len(c.recv(64))
+        if i >= 100:
+            rtts.append(time.perf_counter_ns() - t0)
+    c.close()
+    t.join(5)
+    srv.close()
+
+    path = os.path.join(directory, "pwrite-probe.img")
+    size = 64 << 20
+    buf = os.urandom(4096)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for off in range(0, size, 1 << 20):  # allocated, like the benchmark's filled images
+            os.pwrite(fd, os.urandom(1 << 20), off)
+        os.fdatasync(fd)
+        rnd = int.from_bytes(os.urandom(4), "little")
+        pws = []
+        for i in range(rounds):
+            rnd = (rnd * 1103515245 + 12345) & 0x7FFFFFFF
+            off = (rnd % (size // 4096)) * 4096
+            t0 = time.perf_counter_ns()
+            os.pwrite(fd, buf, off)
+            pws.append(time.perf_counter_ns() - t0)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return statistics.median(rtts) / 1000.0, statistics.median(pws) / 1000.0
+
+
 def main(argv):
     if len(argv) >= 3 and argv[0] == "value":
         try:
@@ -258,6 +486,25 @@ def main(argv):
         except (OSError, ValueError, KeyError, TypeError) as e:
             print(f"report.py: {e}", file=sys.stderr)
             return 1
+        return 0
+    if len(argv) >= 5 and argv[0] == "repl-table":
+        detail = "--detail" in argv
+        args = [a for a in argv[1:] if a != "--detail"]
+        print(repl_table(args[0], args[1], args[2], args[3], detail))
+        return 0
+    if argv and argv[0] == "peer" and len(argv) in (2, 3):
+        try:
+            print(peer_line(argv[1], argv[2] if len(argv) == 3 else None))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"report.py: {e}", file=sys.stderr)
+            return 1
+        return 0
+    if len(argv) == 2 and argv[0] == "free-ports":
+        print(*free_ports(int(argv[1])))
+        return 0
+    if len(argv) == 2 and argv[0] == "latency-budget":
+        rtt, pw = latency_budget(argv[1])
+        print(f"{rtt:.1f} {pw:.1f}")
         return 0
     if len(argv) >= 3 and argv[0] == "al-table":
         detail = "--detail" in argv
