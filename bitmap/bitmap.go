@@ -16,9 +16,10 @@ const (
 	MinBytesPerBit     = 4096
 	MaxBytesPerBit     = 1 << 20
 
-	// MaxBits caps the number of bits (2^40 bits = 128 GiB of bitmap,
-	// 4 PiB of device at 4 KiB per bit) so that New refuses absurd
-	// geometries with an error instead of failing inside the allocator.
+	// MaxBits caps the number of bits (2^40 bits, 4 PiB of device at
+	// 4 KiB per bit: 256 MiB of chunk table even when clear, 128 GiB if
+	// every page held mixed bits) so that New refuses absurd geometries
+	// with an error instead of failing inside the allocator.
 	MaxBits = 1 << 40
 )
 
@@ -51,10 +52,13 @@ var (
 // Besides the bits it tracks which on-disk pages (PageSize bytes each) have
 // changed since they were last persisted; see EncodePage.
 //
+// Memory follows what is set, not the device size: see "Memory" in the
+// package documentation.
+//
 // A Bitmap is not safe for concurrent use; the owner serialises access.
 // The zero value is not usable: call New.
 type Bitmap struct {
-	bits      *bitset.BitSet // exactly nbits long; bits past nbits are always zero
+	bits      sparse         // the bits, one chunk per on-disk page (sparse.go)
 	dirty     *bitset.BitSet // one bit per page: changed since last persisted
 	sizeBytes int64
 	bpb       uint32
@@ -86,14 +90,14 @@ func New(sizeBytes int64, bytesPerBit uint32) (*Bitmap, error) {
 	}
 	npages := (nbits + BitsPerPage - 1) / BitsPerPage
 	b := &Bitmap{
-		bits:      bitset.New(uint(nbits)),
+		bits:      newSparse(nbits),
 		dirty:     bitset.New(uint(npages)),
 		sizeBytes: sizeBytes,
 		bpb:       bytesPerBit,
 		shift:     shift,
 		nbits:     nbits,
 	}
-	if uint64(b.bits.Len()) != nbits || uint64(b.dirty.Len()) != npages {
+	if uint64(len(b.bits.chunks)) != npages || uint64(b.dirty.Len()) != npages {
 		return nil, fmt.Errorf("%w: cannot allocate %d bits", ErrGeometry, nbits)
 	}
 	return b, nil
@@ -116,7 +120,7 @@ func (b *Bitmap) Count() uint64 { return b.count }
 // (possibly shorter) size, so DirtyBytes never exceeds Size.
 func (b *Bitmap) DirtyBytes() int64 {
 	n := int64(b.count) << b.shift
-	if b.bits.Test(uint(b.nbits - 1)) {
+	if b.bits.test(b.nbits - 1) {
 		n -= int64(b.nbits)<<b.shift - b.sizeBytes
 	}
 	return n
@@ -211,8 +215,8 @@ func (b *Bitmap) Test(off, length int64) bool {
 		return false
 	}
 	first, last := b.touched(start, end)
-	i, found := b.bits.NextSet(uint(first))
-	return found && uint64(i) < last
+	_, found := b.bits.nextSet(first, last)
+	return found
 }
 
 // SetBit sets bit i. It returns ErrRange if i >= NBits.
@@ -235,7 +239,7 @@ func (b *Bitmap) ClearBit(i uint64) error {
 
 // TestBit reports whether bit i is set; bits past NBits are never set.
 func (b *Bitmap) TestBit(i uint64) bool {
-	return i < b.nbits && b.bits.Test(uint(i))
+	return i < b.nbits && b.bits.test(i)
 }
 
 // NextSet returns the first set bit at or after fromBit, and false if there
@@ -244,8 +248,7 @@ func (b *Bitmap) NextSet(fromBit uint64) (uint64, bool) {
 	if fromBit >= b.nbits {
 		return 0, false
 	}
-	i, ok := b.bits.NextSet(uint(fromBit))
-	return uint64(i), ok
+	return b.bits.nextSet(fromBit, b.nbits)
 }
 
 // Runs calls fn for each maximal run of set bits at or after fromBit, in
@@ -253,18 +256,18 @@ func (b *Bitmap) NextSet(fromBit uint64) (uint64, bool) {
 // reported from fromBit on. fn must not modify b.
 func (b *Bitmap) Runs(fromBit uint64, fn func(startBit, nbits uint64) bool) {
 	for fromBit < b.nbits {
-		s, ok := b.bits.NextSet(uint(fromBit))
+		s, ok := b.bits.nextSet(fromBit, b.nbits)
 		if !ok {
 			return
 		}
-		e, ok := b.bits.NextClear(s)
+		e, ok := b.bits.nextClear(s, b.nbits)
 		if !ok {
-			e = uint(b.nbits)
+			e = b.nbits
 		}
-		if !fn(uint64(s), uint64(e-s)) {
+		if !fn(s, e-s) {
 			return
 		}
-		fromBit = uint64(e)
+		fromBit = e
 	}
 }
 
@@ -292,12 +295,20 @@ func (b *Bitmap) Merge(other *Bitmap) error {
 		return fmt.Errorf("%w: merge %d bytes at %d bytes per bit into %d bytes at %d bytes per bit",
 			ErrMismatch, other.sizeBytes, other.bpb, b.sizeBytes, b.bpb)
 	}
-	dst, src := b.bits.Words(), other.bits.Words()
-	for i, w := range src {
-		if add := w &^ dst[i]; add != 0 {
-			dst[i] |= add
-			b.count += uint64(bits.OnesCount64(add))
-			b.dirty.Set(uint(i / wordsPerPage))
+	var buf words
+	for c, q := range other.bits.chunks {
+		var added uint64
+		switch {
+		case q == nil:
+			continue
+		case q == full:
+			added = b.bits.set(uint64(c), 0, b.bits.chunkLen(uint64(c)))
+		default:
+			added = b.bits.or(uint64(c), other.bits.wordsOf(uint64(c), &buf), uint64(q.ones))
+		}
+		if added > 0 {
+			b.count += added
+			b.dirty.Set(uint(c))
 		}
 	}
 	return nil
@@ -306,7 +317,7 @@ func (b *Bitmap) Merge(other *Bitmap) error {
 // Clone returns an independent copy of b, including which pages are dirty.
 func (b *Bitmap) Clone() *Bitmap {
 	c := *b
-	c.bits = b.bits.Clone()
+	c.bits = b.bits.clone()
 	c.dirty = b.dirty.Clone()
 	return &c
 }
@@ -318,7 +329,7 @@ func (b *Bitmap) Equal(other *Bitmap) bool {
 		return b == other
 	}
 	return b.sizeBytes == other.sizeBytes && b.bpb == other.bpb &&
-		b.count == other.count && b.bits.Equal(other.bits)
+		b.count == other.count && b.bits.equal(&other.bits)
 }
 
 // setBits sets bits [first, end) (end <= nbits), page by page so that only
@@ -327,11 +338,11 @@ func (b *Bitmap) Equal(other *Bitmap) bool {
 func (b *Bitmap) setBits(first, end uint64) uint64 {
 	var n uint64
 	for first < end {
-		stop := min(end, (first/BitsPerPage+1)*BitsPerPage)
-		ones := uint64(b.bits.OnesBetween(uint(first), uint(stop)))
-		if added := stop - first - ones; added > 0 {
-			b.bits.SetRange(uint(first), uint(stop))
-			b.dirty.Set(uint(first / BitsPerPage))
+		c := first >> pageShift
+		base := c << pageShift
+		stop := min(end, base+BitsPerPage)
+		if added := b.bits.set(c, first-base, stop-base); added > 0 {
+			b.dirty.Set(uint(c))
 			n += added
 		}
 		first = stop
@@ -345,13 +356,12 @@ func (b *Bitmap) setBits(first, end uint64) uint64 {
 func (b *Bitmap) clearBits(first, end uint64) uint64 {
 	var n uint64
 	for first < end {
-		stop := min(end, (first/BitsPerPage+1)*BitsPerPage)
-		if ones := uint64(b.bits.OnesBetween(uint(first), uint(stop))); ones > 0 {
-			// bitset has no ClearRange: set the range, then flip it.
-			b.bits.SetRange(uint(first), uint(stop))
-			b.bits.FlipRange(uint(first), uint(stop))
-			b.dirty.Set(uint(first / BitsPerPage))
-			n += ones
+		c := first >> pageShift
+		base := c << pageShift
+		stop := min(end, base+BitsPerPage)
+		if removed := b.bits.clear(c, first-base, stop-base); removed > 0 {
+			b.dirty.Set(uint(c))
+			n += removed
 		}
 		first = stop
 	}

@@ -81,15 +81,6 @@ func (b *Bitmap) MarkPageDirty(i uint64) {
 	}
 }
 
-// pageWords returns the words of page i that exist in memory; the last page
-// may have fewer than wordsPerPage. i must be < NumPages.
-func (b *Bitmap) pageWords(i uint64) []uint64 {
-	w := b.bits.Words()
-	lo := i * wordsPerPage
-	hi := min(lo+wordsPerPage, uint64(len(w)))
-	return w[lo:hi]
-}
-
 // EncodePage writes page i in its on-disk form into dst[:PageSize] (it
 // allocates if cap(dst) < PageSize) and returns that slice: PageSize bytes of
 // little-endian 64-bit words, bit j of the page being bit j%64 of word j/64;
@@ -103,12 +94,39 @@ func (b *Bitmap) EncodePage(i uint64, dst []byte) []byte {
 		dst = make([]byte, PageSize)
 	}
 	dst = dst[:PageSize]
-	words := b.pageWords(i)
-	for j, w := range words {
-		binary.LittleEndian.PutUint64(dst[j*bytesPerWord:], w)
+	// Bit j of the page is bit j%8 of byte j/8: the words are little-endian.
+	switch p := b.bits.chunks[i]; {
+	case p == nil:
+		clear(dst)
+	case p == full:
+		n := b.bits.chunkLen(i)
+		fillOnes(dst[:n/8])
+		clear(dst[n/8:])
+		if n%8 != 0 {
+			dst[n/8] = 1<<(n%8) - 1
+		}
+	case p.w != nil:
+		for j, w := range p.w {
+			binary.LittleEndian.PutUint64(dst[j*bytesPerWord:], w)
+		}
+	default:
+		clear(dst)
+		for _, o := range p.pos {
+			dst[o>>3] |= 1 << (o & 7)
+		}
 	}
-	clear(dst[len(words)*bytesPerWord:])
 	return dst
+}
+
+// fillOnes sets every byte of p to 0xff, doubling what is done with copy.
+func fillOnes(p []byte) {
+	if len(p) == 0 {
+		return
+	}
+	p[0] = 0xff
+	for n := 1; n < len(p); n *= 2 {
+		copy(p[n:], p[:n])
+	}
 }
 
 // PageChecksum returns the CRC32C (Castagnoli) of an encoded page. Where the
@@ -144,35 +162,30 @@ func (b *Bitmap) LoadPage(i uint64, data []byte, checksumOK bool) error {
 	if len(data) != PageSize {
 		return fmt.Errorf("%w: page %d is %d bytes, want %d", ErrCorrupt, i, len(data), PageSize)
 	}
-	words := b.pageWords(i)
-	// Validate everything before changing anything.
-	validBits := b.nbits - first // bits of this page inside the device, if < BitsPerPage
-	for j := range wordsPerPage {
+	// Decode and validate everything before changing anything.
+	var v words
+	var n uint64 // bits set in data
+	validBits := b.bits.chunkLen(i)
+	for j := range v {
 		w := binary.LittleEndian.Uint64(data[j*bytesPerWord:])
 		var past uint64 // bits of w that lie past NBits
-		switch {
-		case j >= len(words):
+		switch lo := uint64(j) << wordShift; {
+		case lo >= validBits:
 			past = w
-		case uint64(j+1)<<wordShift > validBits:
-			past = w &^ (1<<(validBits&63) - 1)
+		case lo+64 > validBits:
+			past = w &^ (1<<(validBits-lo) - 1)
 		}
 		if past != 0 {
 			bit := first + uint64(j)<<wordShift + uint64(bits.TrailingZeros64(past))
 			return fmt.Errorf("%w: page %d has bit %d set, past the last bit %d", ErrCorrupt, i, bit, b.nbits-1)
 		}
+		v[j] = w
+		n += uint64(bits.OnesCount64(w))
 	}
-	same := true
-	for j := range words {
-		w := binary.LittleEndian.Uint64(data[j*bytesPerWord:])
-		if add := w &^ words[j]; add != 0 {
-			words[j] |= add
-			b.count += uint64(bits.OnesCount64(add))
-		}
-		if words[j] != w {
-			same = false
-		}
-	}
-	if same {
+	b.count += b.bits.or(i, &v, n)
+	// Memory now holds every bit of data; it equals data when it holds no
+	// more bits than data.
+	if b.bits.ones(i) == n {
 		b.dirty.Clear(uint(i))
 	} else {
 		b.dirty.Set(uint(i))

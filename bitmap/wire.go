@@ -78,7 +78,7 @@ func (b *Bitmap) EncodeChunk(fromBit uint64, maxBytes int) (chunk []byte, nextBi
 	pos := fromBit
 	for pos < b.nbits {
 		room := maxBytes - len(buf)
-		s, ok := b.bits.NextSet(uint(pos))
+		s, ok := b.bits.nextSet(pos, b.nbits)
 		if !ok { // everything left is clear: one final clear run
 			if c := b.nbits - pos; uvarintLen(c) <= room {
 				buf = binary.AppendUvarint(buf, c)
@@ -86,22 +86,22 @@ func (b *Bitmap) EncodeChunk(fromBit uint64, maxBytes int) (chunk []byte, nextBi
 			}
 			break
 		}
-		e, ok := b.bits.NextClear(s)
+		e, ok := b.bits.nextClear(s, b.nbits)
 		if !ok {
-			e = uint(b.nbits)
+			e = b.nbits
 		}
-		clearRun, setRun := uint64(s)-pos, uint64(e-s)
+		clearRun, setRun := s-pos, e-s
 		if uvarintLen(clearRun)+uvarintLen(setRun) <= room {
 			buf = binary.AppendUvarint(buf, clearRun)
 			buf = binary.AppendUvarint(buf, setRun)
-			pos = uint64(e)
+			pos = e
 			continue
 		}
 		// The pair does not fit: end the chunk on the clear run if it fits;
 		// the next chunk starts with a zero-length clear run.
 		if clearRun > 0 && uvarintLen(clearRun) <= room {
 			buf = binary.AppendUvarint(buf, clearRun)
-			pos = uint64(s)
+			pos = s
 		}
 		break
 	}
