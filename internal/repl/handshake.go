@@ -109,6 +109,7 @@ func (l *link) dialAuth(ctx context.Context) (net.Conn, *bufio.Reader, error) {
 		c.Close()
 		return nil, nil, err
 	}
+	l.authKey = a.MAC
 	return c, br, nil
 }
 
@@ -143,5 +144,6 @@ func (l *link) acceptAuth(c net.Conn, h helloIn) error {
 		refuse(c, "authentication failed")
 		return fmt.Errorf("%w: %s (from %s) failed to prove it knows the cluster secret (different secret?)", errRefused, h.hello.From, c.RemoteAddr())
 	}
+	l.authKey = want
 	return nil
 }

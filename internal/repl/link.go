@@ -58,6 +58,9 @@ type link struct {
 	// victim (set by `blkrep resync --discard-my-data`).
 	discardMyData bool
 	forceFull     bool
+	// authKey is the dialer's MAC of the last authentication: a value
+	// both sides know, unique to the connection (link.run goroutine only).
+	authKey [protocol.MACSize]byte
 
 	sent, recvd atomic.Uint64
 	reconnects  atomic.Uint64

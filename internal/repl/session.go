@@ -2,6 +2,8 @@ package repl
 
 import (
 	"bufio"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -361,6 +363,15 @@ func (l *link) serve(s *session) {
 		s.rs = newResync(s, false)
 		repl = ReplSyncSource
 	}
+	if d.Rule == protocol.RuleBothJustCreated {
+		// Two just-created replicas, in sync by definition: both take the
+		// same first generation now (derived from this connection's
+		// authentication, which both know), so that a write made later
+		// without the peer is resynced by bitmap, not by a full sync.
+		if err := s.v.AdoptFirstGeneration(firstGeneration(l.authKey)); err != nil {
+			s.kill(fmt.Errorf("recording the first generation: %w", err))
+		}
+	}
 	l.mu.Lock()
 	l.sess = s
 	s.sentCurrent = s.v.Current()
@@ -397,6 +408,18 @@ func (l *link) serve(s *session) {
 	}
 	s.wg.Wait()
 	l.teardown(s)
+}
+
+// firstGeneration derives the first data generation of a just-created
+// pair from the key both sides of the connection hold: never 0, low bit
+// clear like every generation.
+func firstGeneration(key [protocol.MACSize]byte) uint64 {
+	h := sha256.Sum256(append([]byte("blkrep first generation\x00"), key[:]...))
+	g := binary.LittleEndian.Uint64(h[:8]) &^ 1
+	if g == 0 {
+		g = 2
+	}
+	return g
 }
 
 // teardown runs after every goroutine of s stopped: every write of an

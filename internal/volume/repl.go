@@ -367,6 +367,32 @@ func (v *Volume) needsRotation(slots []int) bool {
 	return false
 }
 
+// AdoptFirstGeneration gives a just-created replica the first generation
+// both replicas of a just-created pair agreed on at their handshake, so a
+// write made later without the peer rotates from it and is resynced by
+// bitmap, not by a full sync. It does nothing when the replica has a
+// generation already (its first write made one first: the Primary then
+// sends it and the peer adopts that one).
+func (v *Volume) AdoptFirstGeneration(current uint64) error {
+	v.ioMu.Lock() // as newGeneration: a first write cannot make its own meanwhile
+	defer v.ioMu.Unlock()
+	if !v.justCreated.Load() || current == 0 {
+		return nil
+	}
+	if v.isClosed() {
+		return fmt.Errorf("volume %s: %w", v.spec.Volume, ErrClosed)
+	}
+	sb := cloneSuper(v.sb)
+	sb.Current = current
+	sb.Flags = (sb.Flags &^ meta.FlagJustCreated) | meta.FlagConsistent | meta.FlagWasUpToDate
+	if err := v.writeSuper(&sb); err != nil {
+		return v.setFailed(err)
+	}
+	v.justCreated.Store(false)
+	v.log.Info("first data generation, agreed with the peer", "current", fmt.Sprintf("%016X", current))
+	return nil
+}
+
 // AdoptCurrent makes a Secondary take the Primary's first generation
 // (both were just created and in sync; the Primary's first write made it).
 func (v *Volume) AdoptCurrent(current uint64) error {
