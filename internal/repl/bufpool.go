@@ -5,11 +5,12 @@ import (
 	"sync"
 )
 
-// Buffers for received messages queued to the applier: power-of-two size
-// classes from 64 KiB to 64 MiB, so a busy link allocates nothing per
-// write. Larger requests (never sent by this version) are allocated.
+// Buffers for received messages queued to the applier and for protocol
+// A's copies of written data: power-of-two size classes from 4 KiB to
+// 64 MiB, so a busy link allocates nothing per write. Larger requests
+// (never sent by this version) are allocated.
 const (
-	minBufShift = 16
+	minBufShift = 12
 	maxBufShift = 26
 )
 

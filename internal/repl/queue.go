@@ -19,6 +19,7 @@ type sendq struct {
 	mu     sync.Mutex
 	cond   *sync.Cond
 	bufs   net.Buffers
+	pooled [][]byte // data from getBuf, recycled once its batch is written
 	bytes  int64
 	closed bool
 	err    error
@@ -34,6 +35,12 @@ func newSendq() *sendq {
 // copied: the caller keeps it alive until the sender is done with it).
 // It blocks while the queue is over maxQueued; false once closed.
 func (q *sendq) put(t protocol.MsgType, fixed []byte, data []byte) bool {
+	return q.putData(t, fixed, data, false)
+}
+
+// putData is put; with pooled, data came from getBuf and the queue owns
+// it: it is recycled once written (or dropped with the queue).
+func (q *sendq) putData(t protocol.MsgType, fixed []byte, data []byte, pooled bool) bool {
 	hdr := make([]byte, protocol.HeaderSize, protocol.HeaderSize+len(fixed))
 	protocol.PutHeader(hdr, t, len(fixed)+len(data))
 	hdr = append(hdr, fixed...)
@@ -43,9 +50,15 @@ func (q *sendq) put(t protocol.MsgType, fixed []byte, data []byte) bool {
 		q.cond.Wait()
 	}
 	if q.closed {
+		if pooled {
+			putBuf(data)
+		}
 		return false
 	}
 	q.bufs = append(q.bufs, hdr)
+	if pooled {
+		q.pooled = append(q.pooled, data)
+	}
 	q.bytes += int64(len(hdr))
 	if len(data) > 0 {
 		q.bufs = append(q.bufs, data)
@@ -84,8 +97,8 @@ func (q *sendq) run(c net.Conn, sent func(int64)) error {
 			q.mu.Unlock()
 			return err
 		}
-		bufs := q.bufs
-		q.bufs = nil
+		bufs, pooled := q.bufs, q.pooled
+		q.bufs, q.pooled = nil, nil
 		var n int64
 		for _, b := range bufs {
 			n += int64(len(b))
@@ -96,6 +109,9 @@ func (q *sendq) run(c net.Conn, sent func(int64)) error {
 			return err
 		}
 		sent(n)
+		for _, b := range pooled {
+			putBuf(b)
+		}
 		q.mu.Lock()
 		q.bytes -= n
 		q.cond.Broadcast()

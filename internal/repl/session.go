@@ -491,6 +491,7 @@ func (s *session) ship(kind dataKind, data []byte, off, n int64, fua bool) (*req
 		return nil, false
 	}
 	sh := s.ep.Write(off, n, fua, s.now())
+	pooled := false
 	m := protocol.Data{Seq: sh.Seq, Offset: uint64(off), Length: uint32(n)}
 	switch kind {
 	case kindTrim:
@@ -499,7 +500,10 @@ func (s *session) ship(kind dataKind, data []byte, off, n int64, fua bool) (*req
 		m.Kind = protocol.KindZeroes
 	default:
 		if s.proto == 'A' {
-			data = append([]byte(nil), data...) // completes before it is sent
+			// The write completes before it is sent: a copy the queue owns.
+			b := getBuf(len(data))
+			copy(b, data)
+			data, pooled = b, true
 		}
 	}
 	if fua {
@@ -510,7 +514,7 @@ func (s *session) ship(kind dataKind, data []byte, off, n int64, fua bool) (*req
 		rq = &req{done: make(chan struct{})}
 		s.reqs[sh.Seq] = rq
 	}
-	if !s.q.put(protocol.MsgData, m.AppendFixed(nil), data) {
+	if !s.q.putData(protocol.MsgData, m.AppendFixed(nil), data, pooled) {
 		// The session died: teardown marks the epoch's ranges and
 		// completes rq as lost.
 		return rq, true
