@@ -1,6 +1,7 @@
 package volume
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 
@@ -26,6 +27,15 @@ type pageWrite struct {
 	data []byte
 }
 
+// loadBatch is how many pages loadBitmaps reads at once (1 MiB), so
+// loading does not hold a slot's whole bitmap (32 MiB per TiB) as bytes.
+const loadBatch = 256
+
+// zeroPage and onesPage are shared, read-only encodings of a clear and a
+// full page: a full sync or a clean shutdown dirties every page of a slot,
+// and most of those pages are uniform.
+var zeroPage, onesPage = make([]byte, meta.BitmapPageSize), bytes.Repeat([]byte{0xff}, meta.BitmapPageSize)
+
 // bulkPages is the batch size from which pages are written plainly and
 // made durable with one Flush instead of one FUA write each.
 const bulkPages = 8
@@ -50,12 +60,16 @@ func (p *pager) loadBitmaps(sizeBytes int64, bpb uint32, slots int) ([]*bitmap.B
 			return nil, 0, fmt.Errorf("reading the page checksums of peer slot %d: %w", s, err)
 		}
 		p.crc[s] = tab
-		pages := make([]byte, int64(bm.NumPages())*meta.BitmapPageSize)
-		if _, err := p.d.ReadAt(pages, p.lay.BitmapPageOffset(s, 0)); err != nil {
-			return nil, 0, fmt.Errorf("reading the bitmap of peer slot %d: %w", s, err)
-		}
-		for i := range bm.NumPages() {
-			data := pages[i*meta.BitmapPageSize : (i+1)*meta.BitmapPageSize]
+		np := bm.NumPages()
+		buf := make([]byte, min(np, loadBatch)*meta.BitmapPageSize)
+		for i := range np {
+			if i%loadBatch == 0 {
+				n := min(np-i, loadBatch)
+				if _, err := p.d.ReadAt(buf[:n*meta.BitmapPageSize], p.lay.BitmapPageOffset(s, int64(i))); err != nil {
+					return nil, 0, fmt.Errorf("reading the bitmap of peer slot %d: %w", s, err)
+				}
+			}
+			data := buf[i%loadBatch*meta.BitmapPageSize:][:meta.BitmapPageSize]
 			ok := bitmap.PageChecksum(data) == binary.LittleEndian.Uint32(tab[i*meta.PageCRCSize:])
 			if err := bm.LoadPage(i, data, ok); err != nil {
 				// A page with a valid checksum but bits past the end:
@@ -78,7 +92,18 @@ func (p *pager) loadBitmaps(sizeBytes int64, bpb uint32, slots int) ([]*bitmap.B
 // a bit set after this dirties it again, so nothing set later is lost.
 // Call with the bitmaps' lock held.
 func take(bms []*bitmap.Bitmap, s int, i uint64, out []pageWrite) []pageWrite {
-	out = append(out, pageWrite{slot: s, page: i, data: bms[s].EncodePage(i, nil)})
+	var scratch [meta.BitmapPageSize]byte
+	enc := bms[s].EncodePage(i, scratch[:])
+	var data []byte
+	switch {
+	case bytes.Equal(enc, zeroPage):
+		data = zeroPage
+	case bytes.Equal(enc, onesPage):
+		data = onesPage
+	default:
+		data = bytes.Clone(enc)
+	}
+	out = append(out, pageWrite{slot: s, page: i, data: data})
 	bms[s].MarkPageClean(i)
 	return out
 }
