@@ -155,11 +155,13 @@ func (rs *resync) request() error {
 			rg := protocol.Range{Offset: uint64(off), Length: uint32(n)}
 			t := protocol.MsgResyncReq
 			if rs.csum {
-				buf := make([]byte, n)
-				if _, err := s.v.Data().ReadAt(buf, off); err != nil {
+				buf := getBuf(int(n))
+				_, err := s.v.Data().ReadAt(buf, off)
+				rg.Sum = sha256.Sum256(buf)
+				putBuf(buf)
+				if err != nil {
 					return fmt.Errorf("resync: reading local data for checksums: %w", err)
 				}
-				rg.Sum = sha256.Sum256(buf)
 				t = protocol.MsgCsumReq
 			}
 			rs.mu.Lock()
@@ -349,22 +351,25 @@ func (rs *resync) landedRange(off, n int64, same bool) {
 func (rs *resync) serve(t protocol.MsgType, rg protocol.Range) error {
 	s := rs.s
 	off, n := int64(rg.Offset), int64(rg.Length)
-	buf := make([]byte, n)
+	buf := getBuf(int(n)) // the send queue recycles it once sent
 	lk := s.l.r.cf.lock(off, n)
 	defer s.l.r.cf.unlock(lk)
 	if _, err := s.v.Data().ReadAt(buf, off); err != nil {
+		putBuf(buf)
 		return fmt.Errorf("resync: reading [%d, +%d): %w", off, n, err)
 	}
 	if t == protocol.MsgCsumReq && sha256.Sum256(buf) == rg.Sum {
+		putBuf(buf)
 		s.q.put(protocol.MsgResyncSame, rg.Append(nil, false), nil)
 		return nil
 	}
 	m := protocol.ResyncData{Offset: rg.Offset, Length: rg.Length}
 	if isZero(buf) {
+		putBuf(buf)
 		m.Hole = true
 		s.q.put(protocol.MsgResyncData, m.Append(nil), nil)
 		return nil
 	}
-	s.q.put(protocol.MsgResyncData, m.Append(nil), buf)
+	s.q.putData(protocol.MsgResyncData, m.Append(nil), buf, true)
 	return nil
 }

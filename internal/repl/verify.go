@@ -265,7 +265,8 @@ func logVerifyEnd(s *session, side string, done, mismatch int64, d time.Duration
 
 // digest is SHA-256 of the local data in [off, off+n).
 func digest(s *session, off, n int64) ([protocol.SumSize]byte, error) {
-	buf := make([]byte, n)
+	buf := getBuf(int(n))
+	defer putBuf(buf)
 	if _, err := s.v.Data().ReadAt(buf, off); err != nil {
 		return [protocol.SumSize]byte{}, fmt.Errorf("verify: reading [%d, +%d): %w", off, n, err)
 	}
