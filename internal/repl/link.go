@@ -50,6 +50,15 @@ type link struct {
 	kick   chan struct{}
 	once   sync.Once
 
+	// gate keeps writes out of a handshake: the handshake holds it from
+	// before it sends this node's State until the session is installed,
+	// and a write holds it shared while it ships to the session or, with
+	// none, marks and rotates. So every write is either in the State and
+	// bitmap the handshake sends, or shipped through the new session;
+	// none can fall between (marked after the bitmap exchange, or cleared
+	// by a no-sync decision, and never sent).
+	gate sync.RWMutex
+
 	mu    sync.Mutex
 	want  bool     // connecting wanted
 	sess  *session // live session, nil when none
@@ -115,6 +124,14 @@ func (l *link) offer(c net.Conn, h helloIn) {
 		refuse(c, fmt.Sprintf("%s dials %s for volume %s, not the other way round (are both configurations the same file?)", l.r.cfg.Node, l.peer.Node, l.r.cfg.Volume))
 		return
 	}
+	// The peer reconnected: its end of the old session is gone. Killed
+	// before the offer is handed over, never the session built from it.
+	l.mu.Lock()
+	old := l.sess
+	l.mu.Unlock()
+	if old != nil {
+		old.kill(errors.New("the peer opened a new connection"))
+	}
 	select {
 	case l.offers <- offer{c, h}:
 	case <-l.quit:
@@ -132,13 +149,6 @@ func (l *link) offer(c net.Conn, h helloIn) {
 		default:
 			c.Close()
 		}
-	}
-	l.mu.Lock()
-	s := l.sess
-	l.mu.Unlock()
-	if s != nil {
-		// The peer reconnected: its end of the old session is gone.
-		s.kill(errors.New("the peer opened a new connection"))
 	}
 }
 
@@ -281,7 +291,9 @@ func (l *link) connect(ctx context.Context) (*session, error) {
 		}
 	}
 	s := newSession(l, c, br)
+	l.gate.Lock() // serve releases it once the session is installed
 	if err := s.handshake(); err != nil {
+		l.gate.Unlock()
 		c.Close()
 		return nil, err
 	}
@@ -339,16 +351,26 @@ func (l *link) connected() bool {
 	return l.sess != nil
 }
 
-// ship queues a write for the peer: ok is false when no session is up.
-// Under protocols B and C the returned req completes on the peer's ack.
+// ship queues a write for the peer. Under protocols B and C the returned
+// req completes on the peer's ack. ok is false when the write did not go
+// (no session): it is then marked out of sync for the peer and the
+// generation rotated (an error of which the caller's EnsureRotated
+// reports), all under the handshake gate.
 func (l *link) ship(kind dataKind, data []byte, off, n int64, fua bool) (*req, bool) {
+	l.gate.RLock()
+	defer l.gate.RUnlock()
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := l.sess
-	if s == nil || s.dead.Load() {
-		return nil, false
+	var rq *req
+	ok := false
+	if s := l.sess; s != nil && !s.dead.Load() {
+		rq, ok = s.ship(kind, data, off, n, fua)
 	}
-	return s.ship(kind, data, off, n, fua)
+	l.mu.Unlock()
+	if !ok {
+		l.v.Mark(l.slot, off, n)
+		l.v.EnsureRotated([]int{l.slot})
+	}
+	return rq, ok
 }
 
 // flush closes the epoch; under protocol C it returns a function that

@@ -342,8 +342,7 @@ func (r *Replica) write(kind dataKind, p []byte, off, n int64, fua bool) (int, e
 		for i, l := range r.links {
 			rq, ok := l.ship(kind, data, o, m, fua)
 			if !ok {
-				// Not connected: nobody else records the miss.
-				r.v.Mark(l.slot, o, m)
+				// Not connected: ship marked it.
 				missed = append(missed, l.slot)
 			}
 			reqs[i] = rq

@@ -379,6 +379,7 @@ func (l *link) serve(s *session) {
 		l.state.resync = s.rs.prog
 	}
 	l.mu.Unlock()
+	l.gate.Unlock() // taken by connect before the handshake
 	l.setConn(ConnConnected, "")
 	l.setRepl(repl, "rule "+d.Rule)
 	s.wg.Add(3)
@@ -459,6 +460,13 @@ func (l *link) teardown(s *session) {
 		l.v.Mark(l.slot, r.Off, r.Len)
 		marked += r.Len
 		l.v.UnholdRange(r.Off, r.Len)
+	}
+	if marked > 0 {
+		// Rotate now, before the failed writes are acknowledged and
+		// before the next handshake sends this node's State.
+		if err := l.v.EnsureRotated([]int{l.slot}); err != nil {
+			l.log.Error("cannot record a new generation after losing the peer", "err", err)
+		}
 	}
 	for _, r := range failed {
 		r.ok = false
