@@ -229,21 +229,24 @@ func (vf *verify) abort(why string) {
 // end finishes the source's verify: status, log and event.
 func (vf *verify) end(errMsg string) {
 	s := vf.s
-	p := vf.prog
-	p.mu.Lock()
-	p.running, p.finished, p.lastErr = false, time.Now(), errMsg
-	done, mismatch, d := p.done, p.mismatch, p.finished.Sub(p.started)
-	p.mu.Unlock()
+	// The link is Established again before the progress says finished:
+	// whoever waits for the verify to end may act on the link at once
+	// (a resync of its findings).
 	s.l.mu.Lock()
 	if s.vf == vf {
 		s.vf = nil
 	}
 	s.l.mu.Unlock()
 	vf.cond.Broadcast()
-	logVerifyEnd(s, "source", done, mismatch, d, errMsg)
 	if !s.dead.Load() {
 		s.l.setRepl(ReplEstablished, "verify finished")
 	}
+	p := vf.prog
+	p.mu.Lock()
+	p.running, p.finished, p.lastErr = false, time.Now(), errMsg
+	done, mismatch, d := p.done, p.mismatch, p.finished.Sub(p.started)
+	p.mu.Unlock()
+	logVerifyEnd(s, "source", done, mismatch, d, errMsg)
 }
 
 func logVerifyEnd(s *session, side string, done, mismatch int64, d time.Duration, errMsg string) {
@@ -312,7 +315,11 @@ func (s *session) handleVerify(t protocol.MsgType, p []byte, size uint64) error 
 		if err != nil {
 			return err
 		}
-		vt.prog.add(n, 0)
+		// Refining requests (block-sized, inside a range already
+		// answered) are not new work: done stops at the volume size.
+		vt.prog.mu.Lock()
+		vt.prog.done = min(vt.prog.done+n, vt.prog.total)
+		vt.prog.mu.Unlock()
 	case protocol.MsgVerifyRep:
 		rg, err := protocol.DecodeRange(p, t, size, true)
 		if err != nil {
@@ -335,13 +342,13 @@ func (s *session) handleVerify(t protocol.MsgType, p []byte, size uint64) error 
 			return fmt.Errorf("%w: verify-done outside a verify", protocol.ErrMalformed)
 		}
 		s.vt = nil
+		s.l.setRepl(ReplEstablished, "verify finished")
 		pr := vt.prog
 		pr.mu.Lock()
 		pr.running, pr.finished, pr.mismatch = false, time.Now(), int64(min(u.V, uint64(size)))
 		done, mismatch, d := pr.done, pr.mismatch, pr.finished.Sub(pr.started)
 		pr.mu.Unlock()
 		logVerifyEnd(s, "target", done, mismatch, d, "")
-		s.l.setRepl(ReplEstablished, "verify finished")
 	}
 	return nil
 }
