@@ -43,3 +43,18 @@ func putBuf(b []byte) {
 	b = b[:c]
 	pools[classOf(c)].Put(&b)
 }
+
+// GetBuf is getBuf for other packages (the replication link's queues):
+// a buffer of length n from the size-class pools, allocated when n is
+// beyond the largest class. Give it back with PutBuf once nothing refers
+// to it.
+func GetBuf(n int) []byte {
+	if n > 1<<maxClassShift {
+		return make([]byte, n)
+	}
+	return getBuf(n)
+}
+
+// PutBuf recycles a buffer from GetBuf; any other buffer is left to the
+// garbage collector.
+func PutBuf(b []byte) { putBuf(b) }

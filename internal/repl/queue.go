@@ -4,6 +4,7 @@ import (
 	"net"
 	"sync"
 
+	"github.com/blkrep/blkrep/nbd"
 	"github.com/blkrep/blkrep/protocol"
 )
 
@@ -51,7 +52,7 @@ func (q *sendq) putData(t protocol.MsgType, fixed []byte, data []byte, pooled bo
 	}
 	if q.closed {
 		if pooled {
-			putBuf(data)
+			nbd.PutBuf(data)
 		}
 		return false
 	}
@@ -110,7 +111,7 @@ func (q *sendq) run(c net.Conn, sent func(int64)) error {
 		}
 		sent(n)
 		for _, b := range pooled {
-			putBuf(b)
+			nbd.PutBuf(b)
 		}
 		q.mu.Lock()
 		q.bytes -= n

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/blkrep/blkrep/nbd"
 	"github.com/blkrep/blkrep/protocol"
 )
 
@@ -155,10 +156,10 @@ func (rs *resync) request() error {
 			rg := protocol.Range{Offset: uint64(off), Length: uint32(n)}
 			t := protocol.MsgResyncReq
 			if rs.csum {
-				buf := getBuf(int(n))
+				buf := nbd.GetBuf(int(n))
 				_, err := s.v.Data().ReadAt(buf, off)
 				rg.Sum = sha256.Sum256(buf)
-				putBuf(buf)
+				nbd.PutBuf(buf)
 				if err != nil {
 					return fmt.Errorf("resync: reading local data for checksums: %w", err)
 				}
@@ -351,21 +352,21 @@ func (rs *resync) landedRange(off, n int64, same bool) {
 func (rs *resync) serve(t protocol.MsgType, rg protocol.Range) error {
 	s := rs.s
 	off, n := int64(rg.Offset), int64(rg.Length)
-	buf := getBuf(int(n)) // the send queue recycles it once sent
+	buf := nbd.GetBuf(int(n)) // the send queue recycles it once sent
 	lk := s.l.r.cf.lock(off, n)
 	defer s.l.r.cf.unlock(lk)
 	if _, err := s.v.Data().ReadAt(buf, off); err != nil {
-		putBuf(buf)
+		nbd.PutBuf(buf)
 		return fmt.Errorf("resync: reading [%d, +%d): %w", off, n, err)
 	}
 	if t == protocol.MsgCsumReq && sha256.Sum256(buf) == rg.Sum {
-		putBuf(buf)
+		nbd.PutBuf(buf)
 		s.q.put(protocol.MsgResyncSame, rg.Append(nil, false), nil)
 		return nil
 	}
 	m := protocol.ResyncData{Offset: rg.Offset, Length: rg.Length}
 	if isZero(buf) {
-		putBuf(buf)
+		nbd.PutBuf(buf)
 		m.Hole = true
 		s.q.put(protocol.MsgResyncData, m.Append(nil), nil)
 		return nil

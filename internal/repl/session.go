@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/blkrep/blkrep/internal/volume"
+	"github.com/blkrep/blkrep/nbd"
 	"github.com/blkrep/blkrep/protocol"
 )
 
@@ -509,7 +510,7 @@ func (s *session) ship(kind dataKind, data []byte, off, n int64, fua bool) (*req
 	default:
 		if s.proto == 'A' {
 			// The write completes before it is sent: a copy the queue owns.
-			b := getBuf(len(data))
+			b := nbd.GetBuf(len(data))
 			copy(b, data)
 			data, pooled = b, true
 		}
@@ -665,7 +666,7 @@ func (s *session) receive() error {
 		}
 		if !pooled {
 			// Queued behind others: it needs a buffer of its own.
-			b := getBuf(len(p))
+			b := nbd.GetBuf(len(p))
 			copy(b, p)
 			p, pooled = b, true
 		}
@@ -693,7 +694,7 @@ func (s *session) readMessage(hdr []byte, small *[]byte) (protocol.MsgType, []by
 	var p []byte
 	pooled := n > inlineMax
 	if pooled {
-		p = getBuf(n)
+		p = nbd.GetBuf(n)
 	} else {
 		if cap(*small) < n {
 			*small = make([]byte, inlineMax)
@@ -702,7 +703,7 @@ func (s *session) readMessage(hdr []byte, small *[]byte) (protocol.MsgType, []by
 	}
 	if _, err := io.ReadFull(s.br, p); err != nil {
 		if pooled {
-			putBuf(p)
+			nbd.PutBuf(p)
 		}
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
@@ -748,7 +749,7 @@ func (ap *applier) run() {
 		if !ap.s.dead.Load() && ap.failed() == nil {
 			err = ap.s.handle(m.t, m.p, ap.size)
 		}
-		putBuf(m.p)
+		nbd.PutBuf(m.p)
 		ap.mu.Lock()
 		ap.bytes -= int64(len(m.p))
 		if err != nil && ap.err == nil {
@@ -784,7 +785,7 @@ func (ap *applier) put(t protocol.MsgType, p []byte) error {
 	}
 	if err != nil {
 		ap.mu.Unlock()
-		putBuf(p)
+		nbd.PutBuf(p)
 		return err
 	}
 	ap.bytes += int64(len(p))

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/blkrep/blkrep/nbd"
 	"github.com/blkrep/blkrep/protocol"
 )
 
@@ -268,8 +269,8 @@ func logVerifyEnd(s *session, side string, done, mismatch int64, d time.Duration
 
 // digest is SHA-256 of the local data in [off, off+n).
 func digest(s *session, off, n int64) ([protocol.SumSize]byte, error) {
-	buf := getBuf(int(n))
-	defer putBuf(buf)
+	buf := nbd.GetBuf(int(n))
+	defer nbd.PutBuf(buf)
 	if _, err := s.v.Data().ReadAt(buf, off); err != nil {
 		return [protocol.SumSize]byte{}, fmt.Errorf("verify: reading [%d, +%d): %w", off, n, err)
 	}
