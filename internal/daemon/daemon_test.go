@@ -36,7 +36,9 @@ size = "4MiB"
   device = "/dev/nbd7"
 `
 
-func startDaemon(t *testing.T, text string) (*Daemon, string) {
+// newDaemon writes text as the configuration in a new directory and
+// makes node alpha's daemon from it (not started, no kernel devices).
+func newDaemon(t *testing.T, text string) (*Daemon, string) {
 	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "c.toml")
@@ -51,6 +53,12 @@ func startDaemon(t *testing.T, text string) (*Daemon, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return d, dir
+}
+
+func startDaemon(t *testing.T, text string) (*Daemon, string) {
+	t.Helper()
+	d, dir := newDaemon(t, text)
 	if err := d.Start(); err != nil {
 		t.Fatal(err)
 	}

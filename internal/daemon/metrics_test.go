@@ -12,8 +12,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/blkrep/blkrep/internal/config"
 )
 
 // freePort returns a loopback address nobody listens on (the config wants
@@ -173,19 +171,7 @@ func TestMetricsAddressTaken(t *testing.T) {
 	}
 	defer l.Close()
 	addr := l.Addr().String()
-	dir := t.TempDir()
-	path := filepath.Join(dir, "c.toml")
-	if err := os.WriteFile(path, []byte(withMetrics(addr)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := New(cfg, "alpha", Options{NoDevices: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, dir := newDaemon(t, withMetrics(addr))
 	err = d.Start()
 	if err == nil || !strings.Contains(err.Error(), addr) || !strings.Contains(err.Error(), "metrics") {
 		t.Fatalf("start with the metrics address taken: %v", err)
