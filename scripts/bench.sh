@@ -44,7 +44,10 @@
 #   BENCH_QEMU_AIO=threads qemu-nbd --aio mode (threads is qemu-nbd's default)
 #   BENCH_SYNC=1           `sync` before every fio run so one server's dirty pages are not
 #                          written back during the next server's run
-#   BENCH_TMPDIR=<repo>/.cache   parent of the work directory (must not be tmpfs)
+#   BENCH_TMPDIR=<repo>/.cache   parent of the work directory (not tmpfs unless BENCH_TMPFS=1)
+#   BENCH_TMPFS=0          1: allow BENCH_TMPDIR on tmpfs (e.g. /dev/shm): measures what
+#                          replication itself costs, without the disk flushes the Secondary
+#                          makes at every epoch (standalone never flushes unless asked)
 #   BENCH_KEEP=0           1: keep the work directory (images, configs, server logs)
 #
 # The Markdown tables go to stdout, progress to stderr.
@@ -54,27 +57,8 @@ prog=bench.sh
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 HELPER=$REPO/scripts/bench/report.py
 
-log() { printf '%s %s\n' "[$(date +%H:%M:%S)]" "$*" >&2; }
-die() { echo "$prog: error: $*" >&2; exit 1; }
-
-to_bytes() { # 1GiB, 1G, 512M, 4096 -> bytes (binary units)
-	local s=$1 n u
-	[[ $s =~ ^([0-9]+)([KkMmGgTt]?)(i?[Bb])?$ ]] || return 1
-	n=${BASH_REMATCH[1]} u=${BASH_REMATCH[2]}
-	case $u in
-	'') echo "$n" ;;
-	[Kk]) echo $((n << 10)) ;;
-	[Mm]) echo $((n << 20)) ;;
-	[Gg]) echo $((n << 30)) ;;
-	[Tt]) echo $((n << 40)) ;;
-	esac
-}
-human_size() { # bytes -> "1GiB" style string for blkrepd's config (exact)
-	local b=$1
-	if ((b % (1 << 30) == 0)); then echo "$((b >> 30))GiB"
-	elif ((b % (1 << 20) == 0)); then echo "$((b >> 20))MiB"
-	else echo "$((b >> 10))KiB"; fi
-}
+# shellcheck source=bench/lib.sh
+. "$REPO/scripts/bench/lib.sh"
 
 SIZE=$(to_bytes "${BENCH_SIZE:-1GiB}") || die "BENCH_SIZE='${BENCH_SIZE}' is not a size"
 ((SIZE > 0 && SIZE % 4096 == 0)) || die "BENCH_SIZE must be a positive multiple of 4096 (got $SIZE)"
@@ -140,30 +124,15 @@ fio --enghelp 2>/dev/null | grep -qx '[[:space:]]*nbd' || die "this fio has no n
 TMP_PARENT=${BENCH_TMPDIR:-$REPO/.cache}
 mkdir -p "$TMP_PARENT"
 fstype=$(findmnt -n -o FSTYPE -T "$TMP_PARENT" 2>/dev/null || stat -f -c %T "$TMP_PARENT")
-[ "$fstype" != tmpfs ] && [ "$fstype" != ramfs ] || die "$TMP_PARENT is on $fstype: the work files must live on the repository's disk"
+if [ "$fstype" = tmpfs ] || [ "$fstype" = ramfs ]; then
+	[ "${BENCH_TMPFS:-0}" = 1 ] || die "$TMP_PARENT is on $fstype: the work files must live on the repository's disk (BENCH_TMPFS=1 allows it, for the replication comparison)"
+fi
 W=$(mktemp -d "$TMP_PARENT/bench.XXXXXX")
 W=$(cd "$W" && pwd -P)
 ((${#W} + 20 < 108)) || die "work dir path too long for unix sockets: $W (set BENCH_TMPDIR)"
 
 declare -A PID=() URI=() IMG=()
 FIO_PID=
-
-stop_pid() { # pid [children-too]
-	local p=$1 i
-	kill -0 "$p" 2>/dev/null || return 0
-	kill -TERM "$p" 2>/dev/null || true
-	[ "${2:-}" = children ] && pkill -TERM -P "$p" 2>/dev/null || true
-	for ((i = 0; i < 100; i++)); do
-		kill -0 "$p" 2>/dev/null || break
-		sleep 0.1
-	done
-	if kill -0 "$p" 2>/dev/null; then
-		log "$p did not exit on SIGTERM, killing"
-		[ "${2:-}" = children ] && pkill -KILL -P "$p" 2>/dev/null || true
-		kill -KILL "$p" 2>/dev/null || true
-	fi
-	wait "$p" 2>/dev/null || true
-}
 
 cleanup() {
 	local rc=$? s
