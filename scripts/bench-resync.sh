@@ -92,7 +92,7 @@ fio --enghelp 2>/dev/null | grep -qx '[[:space:]]*nbd' || die "this fio has no n
 # ---------------------------------------------------------------- work dir, cleanup
 TMP_PARENT=${BENCH_TMPDIR:-$REPO/.cache}
 mkdir -p "$TMP_PARENT"
-fstype=$(findmnt -n -o FSTYPE -T "$TMP_PARENT" 2>/dev/null || stat -f -c %T "$TMP_PARENT")
+fstype=$(findmnt -n -o FSTYPE -T "$TMP_PARENT" 2>/dev/null | head -n 1 || stat -f -c %T "$TMP_PARENT")
 [ "$fstype" != tmpfs ] && [ "$fstype" != ramfs ] || die "$TMP_PARENT is on $fstype: the work files must live on the repository's disk"
 W=$(mktemp -d "$TMP_PARENT/bench-resync.XXXXXX")
 W=$(cd "$W" && pwd -P)
