@@ -364,11 +364,15 @@ func (l *link) serve(s *session) {
 		s.rs = newResync(s, false)
 		repl = ReplSyncSource
 	}
-	if d.Rule == protocol.RuleBothJustCreated {
+	if d.Rule == protocol.RuleBothJustCreated && len(l.r.links) == 1 {
 		// Two just-created replicas, in sync by definition: both take the
 		// same first generation now (derived from this connection's
 		// authentication, which both know), so that a write made later
 		// without the peer is resynced by bitmap, not by a full sync.
+		// Only for a pair: with more replicas each link would derive its
+		// own generation and the replicas would end up unrelated; there
+		// the Primary's first write makes the generation and the
+		// connected peers adopt it (a peer away then gets a full sync).
 		if err := s.v.AdoptFirstGeneration(firstGeneration(l.authKey)); err != nil {
 			s.kill(fmt.Errorf("recording the first generation: %w", err))
 		}
