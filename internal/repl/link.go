@@ -352,25 +352,23 @@ func (l *link) connected() bool {
 }
 
 // ship queues a write for the peer. Under protocols B and C the returned
-// req completes on the peer's ack. ok is false when the write did not go
-// (no session): it is then marked out of sync for the peer and the
-// generation rotated (an error of which the caller's EnsureRotated
-// reports), all under the handshake gate.
-func (l *link) ship(kind dataKind, data []byte, off, n int64, fua bool) (*req, bool) {
+// req completes on the peer's ack. A write that does not go (no session)
+// is marked out of sync for the peer and the generation rotated (err: the
+// rotation failed), all under the handshake gate.
+func (l *link) ship(kind dataKind, data []byte, off, n int64, fua bool) (rq *req, err error) {
 	l.gate.RLock()
 	defer l.gate.RUnlock()
-	l.mu.Lock()
-	var rq *req
 	ok := false
+	l.mu.Lock()
 	if s := l.sess; s != nil && !s.dead.Load() {
 		rq, ok = s.ship(kind, data, off, n, fua)
 	}
 	l.mu.Unlock()
 	if !ok {
 		l.v.Mark(l.slot, off, n)
-		l.v.EnsureRotated([]int{l.slot})
+		err = l.v.EnsureRotated([]int{l.slot})
 	}
-	return rq, ok
+	return rq, err
 }
 
 // flush closes the epoch; under protocol C it returns a function that

@@ -1,6 +1,7 @@
 package repl
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -338,30 +339,27 @@ func (r *Replica) write(kind dataKind, p []byte, off, n int64, fua bool) (int, e
 		}
 		s := r.cf.lock(o, m)
 		reqs := make([]*req, len(r.links))
-		var missed []int // slots of peers this write did not reach (or may not have)
+		var rotErr error // a peer missed the write and the new generation could not be recorded
 		for i, l := range r.links {
-			rq, ok := l.ship(kind, data, o, m, fua)
-			if !ok {
-				// Not connected: ship marked it.
-				missed = append(missed, l.slot)
-			}
-			reqs[i] = rq
+			rq, err := l.ship(kind, data, o, m, fua) // not shipped: ship marked it and rotated
+			reqs[i], rotErr = rq, cmp.Or(rotErr, err)
 		}
 		r.cfg.hook(HookPrimaryShipped)
 		err := r.local(kind, data, o, m, fua)
 		r.cf.unlock(s)
 		r.cfg.hook(HookPrimaryLocalDone)
+		var lost []int // slots whose link died before acknowledging the write
 		for i, l := range r.links {
 			if reqs[i] != nil && !reqs[i].wait() {
-				// The link died: its teardown marked this write already.
-				missed = append(missed, l.slot)
+				lost = append(lost, l.slot)
 			}
 		}
-		if len(missed) > 0 {
-			if rerr := r.v.EnsureRotated(missed); rerr != nil && err == nil {
-				err = rerr
-			}
+		if len(lost) > 0 {
+			// The teardown marked the write and rotated; this only
+			// reports a rotation it could not record.
+			rotErr = cmp.Or(rotErr, r.v.EnsureRotated(lost))
 		}
+		err = cmp.Or(err, rotErr)
 		if err == nil {
 			r.cfg.hook(HookPrimaryAcked)
 			done += int(m)

@@ -300,18 +300,18 @@ func (s *session) handleVerify(t protocol.MsgType, p []byte, size uint64) error 
 			s.l.setRepl(ReplVerifyTarget, "the peer started a verify")
 		}
 		off, n := int64(rg.Offset), int64(rg.Length)
-		if s.v.Primary() {
-			lk := s.l.r.cf.lock(off, n)
-			rg.Sum, err = digest(s, off, n)
-			if err == nil {
-				s.q.put(protocol.MsgVerifyRep, rg.Append(nil, true), nil)
-			}
+		// A Primary digests and answers under the conflict lock (see verify).
+		primary := s.v.Primary()
+		var lk span
+		if primary {
+			lk = s.l.r.cf.lock(off, n)
+		}
+		rg.Sum, err = digest(s, off, n)
+		if err == nil {
+			s.q.put(protocol.MsgVerifyRep, rg.Append(nil, true), nil)
+		}
+		if primary {
 			s.l.r.cf.unlock(lk)
-		} else {
-			rg.Sum, err = digest(s, off, n)
-			if err == nil {
-				s.q.put(protocol.MsgVerifyRep, rg.Append(nil, true), nil)
-			}
 		}
 		if err != nil {
 			return err
