@@ -12,19 +12,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/blkrep/blkrep/internal/testnet"
 )
 
 // freePort returns a loopback address nobody listens on (the config wants
 // a real port, not 0).
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
+	return testnet.MustAddr(t)
 }
 
 func withMetrics(addr string) string {

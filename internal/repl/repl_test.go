@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/blkrep/blkrep/internal/crashdisk"
+	"github.com/blkrep/blkrep/internal/testnet"
 	"github.com/blkrep/blkrep/internal/volume"
 	"github.com/blkrep/blkrep/meta"
 )
@@ -71,12 +72,7 @@ func newNode(t testing.TB, name, peer string, proto byte) *tnode {
 	if _, err := volume.Create(&s, false); err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := testnet.MustAddr(t)
 	return &tnode{t: t, name: name, spec: s, disk: d, addr: addr, proto: proto, secret: testSecret}
 }
 

@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/blkrep/blkrep/internal/testnet"
 )
 
 // Binaries built once by TestMain.
@@ -343,12 +345,7 @@ description = "blkrep interop test volume"
 
 func freeTCPAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return testnet.MustAddr(t)
 }
 
 // start launches the daemon (again, after stop: same disk) and waits until
