@@ -1,7 +1,9 @@
-// Package failover will hold the promotion decider (pure, driven by
-// membership events, replication state and ticks) and its adapter to
-// hashicorp/memberlist with a witness node for quorum.
+// Package failover decides when a secondary promotes itself, with terms,
+// votes and leases over a memberlist gossip layer (docs/failover.md).
 //
-// Built in the failover issue (#5); until then the package is empty and
-// nothing imports it.
+// Built so far: the voter's rules (Voter: at most one node elected per
+// term, no vote while the primary's lease runs, outdated or stale
+// candidates refused), the gossiped node state (NodeMeta). The candidate
+// and primary sides, the daemon wiring and the witness mode come next
+// (issue 5); nothing outside this package uses it yet.
 package failover
