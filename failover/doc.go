@@ -3,7 +3,10 @@
 //
 // Built so far: the voter's rules (Voter: at most one node elected per
 // term, no vote while the primary's lease runs, outdated or stale
-// candidates refused), the gossiped node state (NodeMeta). The candidate
-// and primary sides, the daemon wiring and the witness mode come next
-// (issue 5); nothing outside this package uses it yet.
+// candidates refused); the whole decision of one node for one volume
+// (Decider: when to start an election, promotion, lease renewal, writes
+// held on quorum loss, outdating peers, demotion on a newer term); the
+// gossiped node state (NodeMeta). The daemon wiring, the witness mode,
+// handlers and the write-path gate come next (issue 5); nothing outside
+// this package uses it yet.
 package failover

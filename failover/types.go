@@ -68,3 +68,27 @@ type NodeMeta struct {
 	Leaving bool
 	Volumes []VolumeMeta // sorted by name, names unique
 }
+
+// MemberState is a node's state in the gossip layer's view.
+type MemberState uint8
+
+const (
+	StateAlive MemberState = iota
+	StateSuspect
+	StateDead
+	StateLeft // left gracefully: does not count against quorum
+)
+
+func (s MemberState) String() string {
+	switch s {
+	case StateAlive:
+		return "alive"
+	case StateSuspect:
+		return "suspect"
+	case StateDead:
+		return "dead"
+	case StateLeft:
+		return "left"
+	}
+	return "state(?)"
+}

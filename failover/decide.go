@@ -1,0 +1,559 @@
+package failover
+
+import (
+	"fmt"
+	"slices"
+)
+
+// Policy is what a primary does with writes while it has no quorum.
+type Policy uint8
+
+const (
+	// PolicySuspend holds writes until quorum returns (DRBD's default).
+	PolicySuspend Policy = iota
+	// PolicyFail fails them with EIO.
+	PolicyFail
+)
+
+// DeciderConfig configures the decision for one volume on one node.
+type DeciderConfig struct {
+	Self   string
+	Volume string
+	// Voters: every data node of the volume and every witness (sorted or
+	// not; names unique). Self is one of them.
+	Voters []string
+	// Witnesses: the voters that hold no data.
+	Witnesses []string
+	// Preferred is the node that promotes at cluster start ("" none).
+	Preferred string
+	// AutoPromote allows automatic promotion of this node.
+	AutoPromote bool
+	// Lease is the lease length; Renew how often a primary renews
+	// (default Lease/3); Margin how much earlier than the voters a primary
+	// counts its lease as over (default Lease/10, at least 1);
+	// ElectionTimeout how long a candidate waits for votes (default
+	// Lease). All in ticks.
+	Lease, Renew, Margin, ElectionTimeout int64
+	Policy                                Policy
+}
+
+// MemberView is one node as the gossip layer sees it, reduced to the
+// volume the decider is for.
+type MemberView struct {
+	Name  string
+	State MemberState
+	// Vol is the node's gossiped state of this volume (nil: none, e.g. a
+	// witness or a node that does not report it).
+	Vol *VolumeMeta
+}
+
+// Local is the local replica's state as the replication layer knows it.
+type Local struct {
+	Role Role
+	Disk Disk
+	// InSyncWith lists the peers connected and in sync right now (for a
+	// secondary: the primary, when connected and Established).
+	InSyncWith []string
+}
+
+// Send is one request to send to a voter (never to Self: the decider
+// asks its own voter directly).
+type Send struct {
+	To    string
+	Vote  *VoteReq
+	Lease *LeaseReq
+}
+
+// Actions is what one call asks the caller to do, in this order: store
+// Persist (if set) durably, then send Sends, then apply the role and I/O
+// changes, then run Handlers.
+type Actions struct {
+	Persist *VoterRecord
+	Sends   []Send
+	// Promote: become primary for this term (attach the device). Writes
+	// stay held until AcceptWrites.
+	Promote uint64
+	// Demote: stop being primary at once (a newer term exists).
+	Demote bool
+	// AcceptWrites / HoldWrites / FailWrites change whether the primary
+	// acknowledges writes (HoldWrites: suspend, FailWrites: EIO).
+	AcceptWrites, HoldWrites, FailWrites bool
+	// OutdateConfirmed lists peers a majority now records as outdated:
+	// the primary may acknowledge writes those peers lack.
+	OutdateConfirmed []string
+	// Handlers to run ("after-promote", "before-demote", "quorum-lost").
+	Handlers []string
+	// Why explains the decision in one line for status and logs.
+	Why string
+}
+
+func (a *Actions) merge(b Actions) {
+	if b.Persist != nil {
+		a.Persist = b.Persist
+	}
+	a.Sends = append(a.Sends, b.Sends...)
+	a.Promote = max(a.Promote, b.Promote)
+	a.Demote = a.Demote || b.Demote
+	a.AcceptWrites = a.AcceptWrites || b.AcceptWrites
+	a.HoldWrites = a.HoldWrites || b.HoldWrites
+	a.FailWrites = a.FailWrites || b.FailWrites
+	a.OutdateConfirmed = append(a.OutdateConfirmed, b.OutdateConfirmed...)
+	a.Handlers = append(a.Handlers, b.Handlers...)
+	if b.Why != "" {
+		a.Why = b.Why
+	}
+}
+
+type phase uint8
+
+const (
+	phaseSecondary phase = iota
+	phaseCandidate
+	phasePrimary
+)
+
+// Decider is the promotion decision of docs/failover.md for one volume on
+// one node: pure (no clock, no I/O, no goroutine), driven by the calls
+// below, each returning Actions. Not safe for concurrent use.
+type Decider struct {
+	cfg   DeciderConfig
+	voter *Voter
+
+	members map[string]MemberView
+	local   Local
+
+	phase    phase
+	term     uint64 // highest term known
+	dataTerm uint64 // the term whose acknowledged writes this replica holds
+	lastPrim string // primary of the newest term known to have had one
+
+	// candidate
+	electTerm  uint64
+	electStart int64
+	grants     map[string]bool
+	backoff    int64
+
+	// primary
+	pterm      uint64 // term this node is primary in
+	seq        uint64
+	granted    map[string]int64  // voter -> send tick of the newest granted lease request
+	seqSent    map[uint64]int64  // lease seq -> send tick (pending answers)
+	outdated   []string          // sorted
+	outdateSeq map[string]uint64 // peer -> first lease seq that carried it
+	confirmed  map[string]bool   // outdate confirmed by a majority
+	grantSeq   map[string]uint64 // voter -> newest granted seq
+	lastRenew  int64
+	accepting  bool
+	lostQuorum bool // held writes for lack of quorum since the last time it accepted
+	now        int64
+}
+
+// NewDecider starts the decision at tick now from the stored voter
+// record and the data term this replica holds (stored with its
+// metadata; 0 when unknown: such a node never promotes automatically
+// until it has been in sync with a primary).
+func NewDecider(cfg DeciderConfig, rec VoterRecord, dataTerm uint64, now int64) (*Decider, error) {
+	if cfg.Self == "" || !slices.Contains(cfg.Voters, cfg.Self) {
+		return nil, fmt.Errorf("failover: node %q is not one of the voters %v", cfg.Self, cfg.Voters)
+	}
+	if cfg.Lease <= 0 {
+		return nil, fmt.Errorf("failover: lease must be > 0")
+	}
+	if cfg.Renew <= 0 {
+		cfg.Renew = max(cfg.Lease/3, 1)
+	}
+	if cfg.Margin <= 0 {
+		cfg.Margin = max(cfg.Lease/10, 1)
+	}
+	if cfg.ElectionTimeout <= 0 {
+		cfg.ElectionTimeout = cfg.Lease
+	}
+	if cfg.Renew >= cfg.Lease-cfg.Margin {
+		return nil, fmt.Errorf("failover: renew interval %d must be shorter than the lease %d minus its margin %d", cfg.Renew, cfg.Lease, cfg.Margin)
+	}
+	d := &Decider{cfg: cfg, voter: NewVoter(rec, cfg.Lease, now), members: map[string]MemberView{},
+		term: rec.Term, dataTerm: dataTerm, lastPrim: rec.Primary, now: now}
+	return d, nil
+}
+
+func (d *Decider) witness(n string) bool { return slices.Contains(d.cfg.Witnesses, n) }
+
+// counted: the voters that count for quorum (not the ones that left
+// gracefully).
+func (d *Decider) counted() []string {
+	var out []string
+	for _, v := range d.cfg.Voters {
+		if m, ok := d.members[v]; ok && m.State == StateLeft && v != d.cfg.Self {
+			continue
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+func (d *Decider) majority(set func(string) bool) (ok bool, withData bool) {
+	vs := d.counted()
+	n := 0
+	for _, v := range vs {
+		if set(v) {
+			n++
+			if v != d.cfg.Self && !d.witness(v) {
+				withData = true
+			}
+		}
+	}
+	return 2*n > len(vs), withData
+}
+
+func (d *Decider) alive(n string) bool {
+	if n == d.cfg.Self {
+		return true
+	}
+	m, ok := d.members[n]
+	return ok && m.State == StateAlive
+}
+
+// Term returns the highest term known and the primary of the newest term
+// known to have had one.
+func (d *Decider) Term() (uint64, string) { return d.term, d.lastPrim }
+
+// Primary reports whether this node is primary, and whether it may
+// acknowledge writes now.
+func (d *Decider) Primary() (primary, accepting bool) {
+	return d.phase == phasePrimary, d.phase == phasePrimary && d.accepting
+}
+
+// DataTerm returns the term whose acknowledged writes this replica holds
+// (store it with the replica's metadata when it changes).
+func (d *Decider) DataTerm() uint64 { return d.dataTerm }
+
+// Members replaces the membership view.
+func (d *Decider) Members(now int64, view []MemberView) Actions {
+	d.members = map[string]MemberView{}
+	for _, m := range view {
+		d.members[m.Name] = m
+		if m.Vol != nil {
+			d.learn(m.Vol.Term, "")
+			if m.Vol.Role == RolePrimary && m.Vol.Term >= d.term {
+				d.lastPrim = m.Name
+			}
+		}
+	}
+	return d.step(now)
+}
+
+// SetLocal reports the local replica's state.
+func (d *Decider) SetLocal(now int64, l Local) Actions {
+	d.local = l
+	d.local.InSyncWith = slices.Clone(l.InSyncWith)
+	return d.step(now)
+}
+
+// Tick is the passage of time.
+func (d *Decider) Tick(now int64) Actions { return d.step(now) }
+
+// learn records a term heard of; a newer term than this node's own
+// primary term ends its primacy.
+func (d *Decider) learn(term uint64, primary string) {
+	if term > d.term {
+		d.term = term
+	}
+	if primary != "" {
+		d.lastPrim = primary
+	}
+}
+
+// HandleVote answers a vote request from another node (the caller
+// stores Actions.Persist before sending the answer).
+func (d *Decider) HandleVote(now int64, req VoteReq) (Answer, Actions) {
+	a, changed := d.voter.Vote(req, now)
+	var acts Actions
+	if changed {
+		r := d.voter.Record()
+		acts.Persist = &r
+	}
+	d.learn(req.Term, "")
+	acts.merge(d.step(now))
+	return a, acts
+}
+
+// HandleLease answers a lease request from a primary.
+func (d *Decider) HandleLease(now int64, req LeaseReq) (Answer, Actions) {
+	a, changed := d.voter.Lease(req, now)
+	var acts Actions
+	if changed {
+		r := d.voter.Record()
+		acts.Persist = &r
+	}
+	if a.Granted {
+		d.learn(req.Term, req.Primary)
+	}
+	acts.merge(d.step(now))
+	return a, acts
+}
+
+// VoteAnswer handles a voter's answer to this node's vote request.
+func (d *Decider) VoteAnswer(now int64, from string, req VoteReq, a Answer) Actions {
+	d.learn(a.Term, "")
+	if a.Granted && d.phase == phaseCandidate && req.Term == d.electTerm {
+		d.grants[from] = true
+	}
+	return d.step(now)
+}
+
+// LeaseAnswer handles a voter's answer to this node's lease request
+// (sent at tick sentAt).
+func (d *Decider) LeaseAnswer(now int64, from string, req LeaseReq, sentAt int64, a Answer) Actions {
+	d.learn(a.Term, "")
+	if a.Granted && d.phase == phasePrimary && req.Term == d.pterm {
+		if sentAt > d.granted[from] {
+			d.granted[from] = sentAt
+		}
+		if req.Seq > d.grantSeq[from] {
+			d.grantSeq[from] = req.Seq
+		}
+	}
+	return d.step(now)
+}
+
+// step re-evaluates everything at now.
+func (d *Decider) step(now int64) Actions {
+	if now > d.now {
+		d.now = now
+	}
+	var a Actions
+	switch d.phase {
+	case phaseSecondary:
+		d.trackData()
+		a.merge(d.maybeElect())
+	case phaseCandidate:
+		a.merge(d.candidate())
+	case phasePrimary:
+		a.merge(d.primary())
+	}
+	return a
+}
+
+// trackData: a secondary in sync with the primary of the newest term
+// holds that term's data.
+func (d *Decider) trackData() {
+	p := d.lastPrim
+	if p == "" || p == d.cfg.Self || !slices.Contains(d.local.InSyncWith, p) || d.local.Disk != DiskUpToDate {
+		return
+	}
+	if m, ok := d.members[p]; ok && m.Vol != nil && m.Vol.Role == RolePrimary && m.Vol.Term > d.dataTerm {
+		d.dataTerm = m.Vol.Term
+	}
+}
+
+// why a secondary does not start an election now ("" when it may).
+func (d *Decider) blocked() string {
+	switch {
+	case !d.cfg.AutoPromote:
+		return "automatic promotion is off"
+	case d.witness(d.cfg.Self):
+		return "a witness never promotes"
+	case d.local.Role == RolePrimary:
+		return "already primary"
+	case d.local.Disk != DiskUpToDate:
+		return fmt.Sprintf("the local disk is %s, not UpToDate", d.local.Disk)
+	}
+	for _, m := range d.members {
+		if m.Name != d.cfg.Self && m.State == StateAlive && m.Vol != nil && m.Vol.Role == RolePrimary {
+			return fmt.Sprintf("%s is primary", m.Name)
+		}
+	}
+	if ok, _ := d.majority(d.alive); !ok {
+		return "no quorum: this node sees no majority of the voters"
+	}
+	p := d.lastPrim
+	if p == "" || p == d.cfg.Self {
+		// Cluster start: no primary known anywhere.
+		if d.cfg.Preferred != d.cfg.Self {
+			return "no primary yet and this node is not the preferred one"
+		}
+		if d.dataTerm < d.term {
+			return fmt.Sprintf("the data here is of term %d, the cluster is at term %d", d.dataTerm, d.term)
+		}
+		return ""
+	}
+	if m, ok := d.members[p]; ok && m.State != StateDead && m.State != StateLeft {
+		return fmt.Sprintf("primary %s is %s, not dead", p, m.State)
+	}
+	if d.dataTerm < d.term && d.dataTerm < d.voter.Record().PrimaryTerm {
+		return fmt.Sprintf("this node was not in sync with the primary of term %d", d.term)
+	}
+	return ""
+}
+
+func (d *Decider) maybeElect() Actions {
+	if why := d.blocked(); why != "" {
+		return Actions{Why: why}
+	}
+	if d.backoff > d.now {
+		return Actions{Why: "waiting before the next election"}
+	}
+	d.phase = phaseCandidate
+	d.electTerm = d.term + 1
+	d.term = d.electTerm
+	d.electStart = d.now
+	d.grants = map[string]bool{}
+	req := VoteReq{Term: d.electTerm, Candidate: d.cfg.Self, DataTerm: d.dataTerm}
+	var a Actions
+	if ans, changed := d.voter.Vote(req, d.now); changed || ans.Granted {
+		if changed {
+			r := d.voter.Record()
+			a.Persist = &r
+		}
+		if ans.Granted {
+			d.grants[d.cfg.Self] = true
+		}
+	}
+	for _, v := range d.cfg.Voters {
+		if v != d.cfg.Self {
+			a.Sends = append(a.Sends, Send{To: v, Vote: &req})
+		}
+	}
+	a.Why = fmt.Sprintf("the primary is gone: election for term %d", d.electTerm)
+	a.merge(d.candidate())
+	return a
+}
+
+func (d *Decider) candidate() Actions {
+	if d.term > d.electTerm {
+		d.phase = phaseSecondary
+		return Actions{Why: fmt.Sprintf("term %d is newer than the election's term %d", d.term, d.electTerm)}
+	}
+	if ok, _ := d.majority(func(v string) bool { return d.grants[v] }); ok {
+		d.phase = phasePrimary
+		d.pterm, d.dataTerm, d.lastPrim = d.electTerm, d.electTerm, d.cfg.Self
+		d.seq, d.granted, d.seqSent, d.grantSeq = 0, map[string]int64{}, map[uint64]int64{}, map[string]uint64{}
+		d.outdated, d.outdateSeq, d.confirmed = nil, map[string]uint64{}, map[string]bool{}
+		d.accepting, d.lostQuorum = false, false
+		a := Actions{Promote: d.electTerm, HoldWrites: true, Handlers: []string{"after-promote"},
+			Why: fmt.Sprintf("elected for term %d", d.electTerm)}
+		a.merge(d.renew())
+		a.merge(d.primary())
+		return a
+	}
+	if d.now-d.electStart >= d.cfg.ElectionTimeout {
+		d.phase = phaseSecondary
+		// Back off a little, longer for nodes later in the voter list, so
+		// two candidates do not keep splitting the vote.
+		d.backoff = d.now + d.cfg.ElectionTimeout/2*int64(1+slices.Index(d.cfg.Voters, d.cfg.Self)%4)
+		return Actions{Why: fmt.Sprintf("election for term %d got no majority", d.electTerm)}
+	}
+	return Actions{}
+}
+
+// BecomePrimary makes this node primary of a term it won outside the
+// automatic path (blkrep primary, or an operator's forced promotion at a
+// term above every known one). It then renews leases like any primary.
+func (d *Decider) BecomePrimary(now int64, term uint64) Actions {
+	d.now = max(d.now, now)
+	d.term = max(d.term, term)
+	d.phase, d.electTerm, d.electStart = phaseCandidate, term, d.now
+	d.grants = map[string]bool{}
+	for _, v := range d.cfg.Voters {
+		d.grants[v] = true
+	}
+	return d.candidate()
+}
+
+func (d *Decider) renew() Actions {
+	d.seq++
+	d.lastRenew = d.now
+	req := LeaseReq{Term: d.pterm, Primary: d.cfg.Self, Seq: d.seq, Outdated: slices.Clone(d.outdated)}
+	var a Actions
+	ans, changed := d.voter.Lease(req, d.now)
+	if changed {
+		r := d.voter.Record()
+		a.Persist = &r
+	}
+	if ans.Granted {
+		d.granted[d.cfg.Self] = d.now
+		d.grantSeq[d.cfg.Self] = d.seq
+	} else {
+		d.learn(ans.Term, "")
+	}
+	for _, v := range d.cfg.Voters {
+		if v != d.cfg.Self {
+			a.Sends = append(a.Sends, Send{To: v, Lease: &req})
+		}
+	}
+	return a
+}
+
+func (d *Decider) primary() Actions {
+	var a Actions
+	if d.term > d.pterm {
+		d.phase = phaseSecondary
+		d.accepting = false
+		return Actions{Demote: true, HoldWrites: true, Handlers: []string{"before-demote"},
+			Why: fmt.Sprintf("term %d is newer than this primary's term %d: demoting", d.term, d.pterm)}
+	}
+	// Peers no longer in sync are outdated at the next renewal (now).
+	changed := false
+	for _, v := range d.cfg.Voters {
+		if v == d.cfg.Self || d.witness(v) {
+			continue
+		}
+		in := slices.Contains(d.local.InSyncWith, v)
+		has := slices.Contains(d.outdated, v)
+		if !in && !has {
+			d.outdated = append(d.outdated, v)
+			slices.Sort(d.outdated)
+			d.outdateSeq[v] = d.seq + 1
+			changed = true
+		} else if in && has {
+			d.outdated = slices.DeleteFunc(d.outdated, func(s string) bool { return s == v })
+			delete(d.outdateSeq, v)
+			delete(d.confirmed, v)
+			changed = true
+		}
+	}
+	if changed || d.now-d.lastRenew >= d.cfg.Renew {
+		a.merge(d.renew())
+	}
+	valid := func(v string) bool {
+		t, ok := d.granted[v]
+		return ok && t+d.cfg.Lease-d.cfg.Margin > d.now
+	}
+	for _, p := range d.outdated {
+		if d.confirmed[p] {
+			continue
+		}
+		s := d.outdateSeq[p]
+		if ok, _ := d.majority(func(v string) bool { return valid(v) && d.grantSeq[v] >= s }); ok {
+			d.confirmed[p] = true
+			a.OutdateConfirmed = append(a.OutdateConfirmed, p)
+		}
+	}
+	ok, withData := d.majority(valid)
+	switch {
+	case ok && !d.accepting && (!d.lostQuorum || withData):
+		d.accepting, d.lostQuorum = true, false
+		a.AcceptWrites = true
+		a.Why = fmt.Sprintf("primary of term %d with a majority lease", d.pterm)
+	case ok && !d.accepting:
+		a.Why = "quorum lost earlier: waiting for another data node, not only witnesses"
+	case !ok && d.accepting:
+		d.accepting, d.lostQuorum = false, true
+		if d.cfg.Policy == PolicyFail {
+			a.FailWrites = true
+		} else {
+			a.HoldWrites = true
+		}
+		a.Handlers = append(a.Handlers, "quorum-lost")
+		a.Why = fmt.Sprintf("primary of term %d lost its majority lease: writes %s", d.pterm,
+			map[Policy]string{PolicySuspend: "held", PolicyFail: "failed"}[d.cfg.Policy])
+	}
+	return a
+}
+
+// OutdateConfirmed reports whether a majority records peer as outdated
+// by this primary: the replication layer may then acknowledge writes that
+// peer lacks (docs/failover.md, "The outdate step").
+func (d *Decider) OutdateConfirmed(peer string) bool {
+	return d.phase == phasePrimary && d.confirmed[peer]
+}

@@ -1,0 +1,527 @@
+package failover
+
+import (
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// cluster is a test harness: deciders for alpha and beta (data nodes) and
+// a witness, over a model of the network, memberlist, replication under
+// protocol C and a writing application. Every tick it checks the two
+// guarantees of docs/failover.md: at most one node acknowledges writes,
+// and a node that acknowledges a write holds every write acknowledged
+// before (by anybody).
+type cluster struct {
+	t      testing.TB
+	now    int64
+	cfg    DeciderConfig // template; Self set per node
+	names  []string
+	nodes  map[string]*cnode
+	cut    map[[2]string]bool // no traffic between the two (both orders stored)
+	detect int64              // ticks of silence before memberlist says dead
+	acked  map[int]bool       // every write ever acknowledged
+	nextW  int
+	log    []string
+	writes bool // the application writes every tick
+}
+
+type cnode struct {
+	name     string
+	d        *Decider
+	up       bool
+	left     bool // stopped gracefully
+	rec      VoterRecord
+	dataTerm uint64
+	role     Role
+	term     uint64
+	data     map[int]bool
+	syncWith string // the primary this secondary is in sync with ("" none)
+	silent   map[string]int64
+	accepted bool
+}
+
+func newCluster(t testing.TB, witness bool, mutate func(*DeciderConfig)) *cluster {
+	c := &cluster{t: t, nodes: map[string]*cnode{}, cut: map[[2]string]bool{}, detect: 5, acked: map[int]bool{}, writes: true}
+	c.names = []string{"alpha", "beta"}
+	if witness {
+		c.names = append(c.names, "witness")
+		c.cfg.Witnesses = []string{"witness"}
+	}
+	c.cfg.Volume, c.cfg.Voters, c.cfg.Preferred, c.cfg.AutoPromote = "r0", c.names, "alpha", true
+	c.cfg.Lease = 10
+	if mutate != nil {
+		mutate(&c.cfg)
+	}
+	for _, n := range c.names {
+		c.nodes[n] = &cnode{name: n, data: map[int]bool{}, silent: map[string]int64{}}
+		c.start(n)
+	}
+	return c
+}
+
+func (c *cluster) logf(format string, args ...any) {
+	c.log = append(c.log, fmt.Sprintf("%4d ", c.now)+fmt.Sprintf(format, args...))
+}
+
+func (c *cluster) fail(format string, args ...any) {
+	c.t.Helper()
+	c.t.Fatalf("tick %d: %s\nhistory:\n%s", c.now, fmt.Sprintf(format, args...), strings.Join(c.log, "\n"))
+}
+
+func (c *cluster) start(n string) {
+	nd := c.nodes[n]
+	cfg := c.cfg
+	cfg.Self = n
+	d, err := NewDecider(cfg, nd.rec, nd.dataTerm, c.now)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	nd.d, nd.up, nd.left, nd.role, nd.syncWith, nd.accepted = d, true, false, RoleSecondary, "", false
+	nd.silent = map[string]int64{}
+	c.logf("%s starts (term %d, data term %d)", n, nd.rec.Term, nd.dataTerm)
+}
+
+func (c *cluster) crash(n string) {
+	c.nodes[n].up = false
+	c.logf("%s crashes", n)
+}
+
+func (c *cluster) stop(n string) { // graceful
+	nd := c.nodes[n]
+	nd.up, nd.left = false, true
+	c.logf("%s stops gracefully", n)
+}
+
+func (c *cluster) connected(a, b string) bool {
+	return a == b || c.nodes[a].up && c.nodes[b].up && !c.cut[[2]string{a, b}]
+}
+
+func (c *cluster) partition(groups ...[]string) {
+	c.cut = map[[2]string]bool{}
+	for i, g := range groups {
+		for j, h := range groups {
+			if i == j {
+				continue
+			}
+			for _, a := range g {
+				for _, b := range h {
+					c.cut[[2]string{a, b}] = true
+				}
+			}
+		}
+	}
+	c.logf("partition %v", groups)
+}
+
+func (c *cluster) heal() { c.cut = map[[2]string]bool{}; c.logf("healed") }
+
+func (c *cluster) isData(n string) bool { return !slices.Contains(c.cfg.Witnesses, n) }
+
+// apply carries out a decider's actions for node n.
+func (c *cluster) apply(n string, a Actions) {
+	nd := c.nodes[n]
+	if a.Persist != nil {
+		nd.rec = *a.Persist
+	}
+	nd.dataTerm = nd.d.DataTerm()
+	if a.Why != "" {
+		c.logf("%s: %s", n, a.Why)
+	}
+	if a.Promote != 0 {
+		nd.role, nd.term, nd.syncWith = RolePrimary, a.Promote, ""
+		c.logf("%s promoted, term %d", n, a.Promote)
+	}
+	if a.Demote {
+		nd.role, nd.syncWith = RoleSecondary, ""
+		c.logf("%s demoted", n)
+	}
+	for _, s := range a.Sends {
+		c.deliver(n, s)
+	}
+	if p, acc := nd.d.Primary(); nd.accepted != (p && acc) {
+		nd.accepted = p && acc
+		c.logf("%s accepting writes: %v", n, nd.accepted)
+	}
+}
+
+// deliver sends one request and its answer, if the link is up both ways
+// (the model has no delay: the answers' timing is what Lease tests).
+func (c *cluster) deliver(from string, s Send) {
+	if !c.connected(from, s.To) {
+		return
+	}
+	to := c.nodes[s.To]
+	if s.Vote != nil {
+		ans, acts := to.d.HandleVote(c.now, *s.Vote)
+		c.apply(s.To, acts)
+		c.apply(from, c.nodes[from].d.VoteAnswer(c.now, s.To, *s.Vote, ans))
+	} else {
+		ans, acts := to.d.HandleLease(c.now, *s.Lease)
+		c.apply(s.To, acts)
+		c.apply(from, c.nodes[from].d.LeaseAnswer(c.now, s.To, *s.Lease, c.now, ans))
+	}
+}
+
+func (c *cluster) primaryOf() string {
+	best, term := "", uint64(0)
+	for _, n := range c.names {
+		nd := c.nodes[n]
+		if nd.up && nd.role == RolePrimary && nd.term >= term {
+			best, term = n, nd.term
+		}
+	}
+	return best
+}
+
+// tick advances time by one: membership, replication links and resync,
+// the application's write, every decider, and the checks.
+func (c *cluster) tick() {
+	c.now++
+	prim := c.primaryOf()
+	// Replication: a secondary connected to the primary resyncs (one tick)
+	// and is then in sync; a cut link loses sync.
+	for _, n := range c.names {
+		nd := c.nodes[n]
+		if !nd.up || !c.isData(n) || nd.role == RolePrimary {
+			continue
+		}
+		if prim == "" || !c.connected(n, prim) {
+			nd.syncWith = ""
+			continue
+		}
+		if nd.syncWith != prim {
+			nd.data = maps.Clone(c.nodes[prim].data) // resync: the primary is the source
+			nd.syncWith = prim
+		}
+	}
+	// The application writes through the primary that accepts writes.
+	if c.writes {
+		for _, n := range c.names {
+			nd := c.nodes[n]
+			if !nd.up || !nd.accepted {
+				continue
+			}
+			if !c.mayAck(n) {
+				continue
+			}
+			for w := range c.acked {
+				if !nd.data[w] {
+					c.fail("%s acknowledges a write but lacks write %d, acknowledged before", n, w)
+				}
+			}
+			c.nextW++
+			nd.data[c.nextW] = true
+			for _, m := range c.names {
+				if mm := c.nodes[m]; mm.up && mm.syncWith == n && c.connected(n, m) {
+					mm.data[c.nextW] = true
+				}
+			}
+			c.acked[c.nextW] = true
+		}
+	}
+	var ackers []string
+	for _, n := range c.names {
+		if nd := c.nodes[n]; nd.up && nd.accepted && c.mayAck(n) {
+			ackers = append(ackers, n)
+		}
+	}
+	if len(ackers) > 1 {
+		c.fail("%v all acknowledge writes", ackers)
+	}
+	// Membership and local state, then time.
+	for _, n := range c.names {
+		nd := c.nodes[n]
+		if !nd.up {
+			continue
+		}
+		var view []MemberView
+		for _, m := range c.names {
+			if m == n {
+				continue
+			}
+			mm := c.nodes[m]
+			st := StateAlive
+			if c.connected(n, m) {
+				nd.silent[m] = 0
+			} else {
+				nd.silent[m]++
+				switch {
+				case mm.left && !mm.up:
+					st = StateLeft
+				case nd.silent[m] >= c.detect:
+					st = StateDead
+				default:
+					st = StateSuspect
+				}
+			}
+			v := MemberView{Name: m, State: st}
+			if c.isData(m) && st == StateAlive {
+				v.Vol = &VolumeMeta{Name: "r0", Role: mm.role, Disk: DiskUpToDate, Term: mm.term, DataTerm: mm.dataTerm}
+			}
+			view = append(view, v)
+		}
+		c.apply(n, nd.d.Members(c.now, view))
+		if c.isData(n) {
+			var in []string
+			if nd.role == RolePrimary {
+				for _, m := range c.names {
+					if mm := c.nodes[m]; mm.up && mm.syncWith == n && c.connected(n, m) {
+						in = append(in, m)
+					}
+				}
+			} else if nd.syncWith != "" {
+				in = []string{nd.syncWith}
+			}
+			c.apply(n, nd.d.SetLocal(c.now, Local{Role: nd.role, Disk: DiskUpToDate, InSyncWith: in}))
+		}
+		c.apply(n, nd.d.Tick(c.now))
+	}
+}
+
+// mayAck: the write gate of the replication layer under protocol C: a
+// write is acknowledged when every data peer has it, or the peer's
+// outdate is confirmed by a majority.
+func (c *cluster) mayAck(n string) bool {
+	nd := c.nodes[n]
+	for _, m := range c.names {
+		if m == n || !c.isData(m) {
+			continue
+		}
+		mm := c.nodes[m]
+		if mm.up && mm.syncWith == n && c.connected(n, m) {
+			continue
+		}
+		if !nd.d.OutdateConfirmed(m) {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *cluster) run(ticks int) {
+	for i := 0; i < ticks; i++ {
+		c.tick()
+	}
+}
+
+func (c *cluster) waitAccepting(n string, within int) int {
+	for i := 1; i <= within; i++ {
+		c.tick()
+		if c.nodes[n].accepted && c.mayAck(n) {
+			return i
+		}
+	}
+	c.fail("%s did not accept writes within %d ticks", n, within)
+	return 0
+}
+
+func (c *cluster) never(n string, ticks int) {
+	for i := 0; i < ticks; i++ {
+		c.tick()
+		if c.nodes[n].accepted {
+			c.fail("%s accepts writes; it must not", n)
+		}
+	}
+}
+
+func TestStartPreferredPromotes(t *testing.T) {
+	c := newCluster(t, true, nil)
+	c.waitAccepting("alpha", 20)
+	c.run(30)
+	if c.nodes["beta"].role != RoleSecondary || c.nodes["beta"].syncWith != "alpha" {
+		c.fail("beta is %s, in sync with %q", c.nodes["beta"].role, c.nodes["beta"].syncWith)
+	}
+	if len(c.acked) == 0 {
+		c.fail("no write acknowledged")
+	}
+}
+
+func TestStartNoAutoPromote(t *testing.T) {
+	c := newCluster(t, true, func(cfg *DeciderConfig) { cfg.AutoPromote = false })
+	c.never("alpha", 100)
+	c.never("beta", 1)
+}
+
+func TestPrimaryCrashBetaTakesOver(t *testing.T) {
+	c := newCluster(t, true, nil)
+	c.waitAccepting("alpha", 20)
+	c.run(20)
+	c.crash("alpha")
+	took := c.waitAccepting("beta", 60)
+	t.Logf("beta accepts %d ticks after alpha's crash (detect %d, lease %d)", took, c.detect, c.cfg.Lease)
+	// alpha comes back: it must become a secondary and resync, not promote.
+	c.start("alpha")
+	c.never("alpha", 50)
+	if c.nodes["alpha"].syncWith != "beta" {
+		c.fail("alpha did not rejoin as beta's secondary")
+	}
+}
+
+func TestPartitionPrimaryAlone(t *testing.T) {
+	c := newCluster(t, true, nil)
+	c.waitAccepting("alpha", 20)
+	c.run(10)
+	c.partition([]string{"alpha"}, []string{"beta", "witness"})
+	c.waitAccepting("beta", 60)
+	c.run(20)
+	if c.nodes["alpha"].accepted {
+		c.fail("alpha still accepts writes, alone")
+	}
+	c.heal()
+	c.run(30)
+	if c.nodes["alpha"].role != RoleSecondary || c.nodes["alpha"].syncWith != "beta" {
+		c.fail("after healing alpha is %s in sync with %q", c.nodes["alpha"].role, c.nodes["alpha"].syncWith)
+	}
+}
+
+func TestPartitionSecondary(t *testing.T) {
+	c := newCluster(t, true, nil)
+	c.waitAccepting("alpha", 20)
+	c.partition([]string{"beta"}, []string{"alpha", "witness"})
+	before := c.nextW
+	c.never("beta", 60)
+	if c.nextW <= before+30 {
+		c.fail("alpha acknowledged only %d writes while beta was away", c.nextW-before)
+	}
+	// alpha dies now: beta must not promote, it misses acknowledged writes
+	// (and the witness knows: alpha outdated it).
+	c.heal()
+	c.crash("alpha")
+	c.nodes["beta"].syncWith = ""
+	c.never("beta", 60)
+}
+
+func TestWitnessLossThenPeerLoss(t *testing.T) {
+	c := newCluster(t, true, nil)
+	c.waitAccepting("alpha", 20)
+	c.crash("witness")
+	c.run(40)
+	if !c.nodes["alpha"].accepted {
+		c.fail("alpha stopped accepting writes without the witness (alpha and beta are a majority)")
+	}
+	c.crash("beta")
+	c.run(30)
+	if c.nodes["alpha"].accepted {
+		c.fail("alpha accepts writes alone")
+	}
+	// The witness alone does not give quorum back to a node that lost it.
+	c.start("witness")
+	c.never("alpha", 40)
+	c.start("beta")
+	c.waitAccepting("alpha", 40)
+}
+
+func TestTwoNodesNoWitness(t *testing.T) {
+	c := newCluster(t, false, nil)
+	c.waitAccepting("alpha", 20)
+	c.crash("alpha")
+	c.never("beta", 100)
+}
+
+func TestGracefulStopDoesNotCount(t *testing.T) {
+	c := newCluster(t, true, nil)
+	c.waitAccepting("alpha", 20)
+	c.stop("witness")
+	c.run(20)
+	c.crash("beta") // alpha alone of the two voters that count: no majority
+	c.run(30)
+	if c.nodes["alpha"].accepted {
+		c.fail("alpha accepts alone of {alpha, beta}")
+	}
+}
+
+func TestFlappingPrimaryNotReplaced(t *testing.T) {
+	c := newCluster(t, true, nil)
+	c.detect = 3 * c.cfg.Lease // suspect for longer than a lease
+	c.waitAccepting("alpha", 20)
+	for i := 0; i < 10; i++ {
+		c.partition([]string{"alpha"}, []string{"beta", "witness"})
+		c.run(int(c.detect) - 2) // suspect, never dead
+		c.heal()
+		c.run(3)
+	}
+	if c.nodes["beta"].role != RoleSecondary {
+		c.fail("beta promoted although alpha was never dead")
+	}
+}
+
+func TestRestartAfterBothCrash(t *testing.T) {
+	c := newCluster(t, true, nil)
+	c.waitAccepting("alpha", 20)
+	c.run(20)
+	c.crash("alpha")
+	c.crash("beta")
+	c.run(5)
+	// beta restarts alone (with the witness): it was in sync under C, so
+	// it holds every acknowledged write and may take over.
+	c.start("beta")
+	c.waitAccepting("beta", 80)
+	c.run(10)
+	c.crash("beta")
+	// alpha restarts: its data is of the older term, the witness knows the
+	// newer one: it must not promote.
+	c.start("alpha")
+	c.never("alpha", 80)
+}
+
+func TestRandomFaults(t *testing.T) {
+	seeds := 200
+	if testing.Short() {
+		seeds = 40
+	}
+	base := uint64(1)
+	if s := os.Getenv("FAILOVER_SIM_SEED"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		base, seeds = n, 1
+	}
+	promotions := 0
+	for i := 0; i < seeds; i++ {
+		seed := base + uint64(i)
+		rng := rand.New(rand.NewPCG(seed, 11))
+		c := newCluster(&seedTB{TB: t, seed: seed}, true, nil)
+		for step := 0; step < 40; step++ {
+			n := c.names[rng.IntN(len(c.names))]
+			switch rng.IntN(6) {
+			case 0:
+				if c.nodes[n].up {
+					c.crash(n)
+				}
+			case 1:
+				if !c.nodes[n].up {
+					c.start(n)
+				}
+			case 2:
+				others := slices.DeleteFunc(slices.Clone(c.names), func(s string) bool { return s == n })
+				c.partition([]string{n}, others)
+			case 3:
+				c.heal()
+			}
+			c.run(1 + rng.IntN(30))
+		}
+		for _, n := range c.names {
+			promotions += int(c.nodes[n].term)
+		}
+	}
+	if promotions < seeds {
+		t.Fatalf("%d promotions over %d schedules: the faults never made anybody take over", promotions, seeds)
+	}
+}
+
+type seedTB struct {
+	testing.TB
+	seed uint64
+}
+
+func (s *seedTB) Fatalf(format string, args ...any) {
+	s.TB.Helper()
+	s.TB.Fatalf("seed %d (FAILOVER_SIM_SEED=%d replays it): %s", s.seed, s.seed, fmt.Sprintf(format, args...))
+}
