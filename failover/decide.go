@@ -137,7 +137,7 @@ type Decider struct {
 	pterm      uint64 // term this node is primary in
 	seq        uint64
 	granted    map[string]int64  // voter -> send tick of the newest granted lease request
-	seqSent    map[uint64]int64  // lease seq -> send tick (pending answers)
+	seqSent    map[uint64]int64  // lease seq -> tick it was handed out (the last 64)
 	outdated   []string          // sorted
 	outdateSeq map[string]uint64 // peer -> first lease seq that carried it
 	confirmed  map[string]bool   // outdate confirmed by a majority
@@ -301,11 +301,13 @@ func (d *Decider) VoteAnswer(now int64, from string, req VoteReq, a Answer) Acti
 	return d.step(now)
 }
 
-// LeaseAnswer handles a voter's answer to this node's lease request
-// (sent at tick sentAt).
-func (d *Decider) LeaseAnswer(now int64, from string, req LeaseReq, sentAt int64, a Answer) Actions {
+// LeaseAnswer handles a voter's answer to this node's lease request. The
+// lease counts from when the decider handed the request out (it keeps
+// the tick of its recent requests), never from the answer's arrival.
+func (d *Decider) LeaseAnswer(now int64, from string, req LeaseReq, a Answer) Actions {
 	d.learn(a.Term, "")
-	if a.Granted && d.phase == phasePrimary && req.Term == d.pterm {
+	sentAt, known := d.seqSent[req.Seq]
+	if a.Granted && known && d.phase == phasePrimary && req.Term == d.pterm && req.Primary == d.cfg.Self {
 		if sentAt > d.granted[from] {
 			d.granted[from] = sentAt
 		}
@@ -463,6 +465,8 @@ func (d *Decider) BecomePrimary(now int64, term uint64) Actions {
 func (d *Decider) renew() Actions {
 	d.seq++
 	d.lastRenew = d.now
+	d.seqSent[d.seq] = d.now
+	delete(d.seqSent, d.seq-64) // answers this late no longer matter
 	req := LeaseReq{Term: d.pterm, Primary: d.cfg.Self, Seq: d.seq, Outdated: slices.Clone(d.outdated)}
 	var a Actions
 	ans, changed := d.voter.Lease(req, d.now)

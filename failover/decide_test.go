@@ -164,7 +164,7 @@ func (c *cluster) deliver(from string, s Send) {
 	} else {
 		ans, acts := to.d.HandleLease(c.now, *s.Lease)
 		c.apply(s.To, acts)
-		c.apply(from, c.nodes[from].d.LeaseAnswer(c.now, s.To, *s.Lease, c.now, ans))
+		c.apply(from, c.nodes[from].d.LeaseAnswer(c.now, s.To, *s.Lease, ans))
 	}
 }
 
