@@ -355,7 +355,7 @@ func (l *link) connected() bool {
 // req completes on the peer's ack. A write that does not go (no session)
 // is marked out of sync for the peer and the generation rotated (err: the
 // rotation failed), all under the handshake gate.
-func (l *link) ship(kind dataKind, data []byte, off, n int64, fua bool) (rq *req, err error) {
+func (l *link) ship(kind dataKind, data []byte, off, n int64, fua bool) (rq *req, shipped bool, err error) {
 	l.gate.RLock()
 	defer l.gate.RUnlock()
 	ok := false
@@ -368,7 +368,7 @@ func (l *link) ship(kind dataKind, data []byte, off, n int64, fua bool) (rq *req
 		l.v.Mark(l.slot, off, n)
 		err = l.v.EnsureRotated([]int{l.slot})
 	}
-	return rq, err
+	return rq, ok, err
 }
 
 // flush closes the epoch; under protocol C it returns a function that

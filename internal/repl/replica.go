@@ -48,6 +48,10 @@ type Config struct {
 	// resync paths (see the hook* constants) on the goroutine that passes
 	// them; tests crash a node or cut a link there. Nil in production.
 	Hook func(point string)
+	// Gate, when set, must let a Primary's write through before it is
+	// acknowledged (automatic failover: docs/failover.md); nil: no
+	// failover, a Primary keeps serving without its peers.
+	Gate *FailoverGate
 }
 
 // Named points passed to Config.Hook.
@@ -202,6 +206,9 @@ func (r *Replica) Start() {
 // Close disconnects every peer and waits for the links to stop. The
 // volume itself is closed by the caller afterwards.
 func (r *Replica) Close() {
+	if g := r.cfg.Gate; g != nil {
+		g.Close() // writes held for failover fail instead of waiting forever
+	}
 	for _, l := range r.links {
 		l.stop()
 	}
@@ -301,15 +308,21 @@ func (r *Replica) Flush() error {
 	if !r.v.Primary() {
 		return ErrSecondary
 	}
-	waits := make([]func() bool, 0, len(r.links))
-	for _, l := range r.links {
-		if w := l.flush(); w != nil {
-			waits = append(waits, w)
-		}
+	waits := make([]func() bool, len(r.links))
+	for i, l := range r.links {
+		waits[i] = l.flush()
 	}
 	err := r.v.Flush()
-	for _, w := range waits {
-		w() // a lost link marked its unacknowledged writes; the flush still succeeds locally
+	var missed []string
+	for i, w := range waits {
+		if w != nil && !w() {
+			// A lost link marked its unacknowledged writes; the flush still
+			// succeeds locally (with a gate: once the peer is outdated).
+			missed = append(missed, r.links[i].peer.Node)
+		}
+	}
+	if g := r.cfg.Gate; g != nil && err == nil {
+		err = g.admit(missed)
 	}
 	return err
 }
@@ -339,10 +352,14 @@ func (r *Replica) write(kind dataKind, p []byte, off, n int64, fua bool) (int, e
 		}
 		s := r.cf.lock(o, m)
 		reqs := make([]*req, len(r.links))
-		var rotErr error // a peer missed the write and the new generation could not be recorded
+		var rotErr error    // a peer missed the write and the new generation could not be recorded
+		var missed []string // peers that do not have the write
 		for i, l := range r.links {
-			rq, err := l.ship(kind, data, o, m, fua) // not shipped: ship marked it and rotated
+			rq, shipped, err := l.ship(kind, data, o, m, fua) // not shipped: ship marked it and rotated
 			reqs[i], rotErr = rq, cmp.Or(rotErr, err)
+			if !shipped {
+				missed = append(missed, l.peer.Node)
+			}
 		}
 		r.cfg.hook(HookPrimaryShipped)
 		err := r.local(kind, data, o, m, fua)
@@ -352,6 +369,7 @@ func (r *Replica) write(kind dataKind, p []byte, off, n int64, fua bool) (int, e
 		for i, l := range r.links {
 			if reqs[i] != nil && !reqs[i].wait() {
 				lost = append(lost, l.slot)
+				missed = append(missed, l.peer.Node)
 			}
 		}
 		if len(lost) > 0 {
@@ -360,6 +378,9 @@ func (r *Replica) write(kind dataKind, p []byte, off, n int64, fua bool) (int, e
 			rotErr = cmp.Or(rotErr, r.v.EnsureRotated(lost))
 		}
 		err = cmp.Or(err, rotErr)
+		if g := r.cfg.Gate; g != nil && err == nil {
+			err = g.admit(missed)
+		}
 		if err == nil {
 			r.cfg.hook(HookPrimaryAcked)
 			done += int(m)
