@@ -20,7 +20,8 @@ import (
 // create) and be a regular file or block device of at least
 // LocalReplica.MetaFileBytes. Anything already at a socket path must be a socket
 // (one left by an earlier run is fine). If node holds a replica of a replicated
-// volume and the secret is in secret_file, LoadSecret must succeed.
+// volume, or is a witness while a volume fails over (the gossip is keyed with the
+// secret), and the secret is in secret_file, LoadSecret must succeed.
 //
 // CheckNode only looks: it creates, opens for writing and removes nothing. The
 // error is ErrUnknownNode, or every problem found joined; each is an *Error
@@ -38,11 +39,8 @@ func (c *Config) CheckNode(node string) error {
 		}
 	}
 	if c.Cluster.SecretFile != "" {
-		for _, lr := range c.LocalReplicas(node) {
-			if lr.Volume.Replicated() {
-				add(checkSecret(c, node, lr.Volume.Name))
-				break
-			}
+		if why := secretUser(c, n); why != "" {
+			add(checkSecret(c, node, why))
 		}
 	}
 	add(checkSocket(fmt.Sprintf("node %q", n.Name), "control_socket", n.ControlSocket))
@@ -59,15 +57,34 @@ func (c *Config) CheckNode(node string) error {
 	return errors.Join(errs...)
 }
 
-// checkSecret checks that node, which holds a replica of the replicated volume
-// vol, can read the secret file.
-func checkSecret(c *Config, node, vol string) error {
+// secretUser says why node n needs the secret ("" if it does not): it holds a
+// replica of a replicated volume, or it is a witness voting for a volume with
+// failover.
+func secretUser(c *Config, n *Node) string {
+	for _, lr := range c.LocalReplicas(n.Name) {
+		if lr.Volume.Replicated() {
+			return fmt.Sprintf("it holds a replica of replicated volume %q", lr.Volume.Name)
+		}
+	}
+	if n.Witness {
+		for i := range c.Volumes {
+			if c.Volumes[i].Failover {
+				return fmt.Sprintf("it is a witness of replicated volume %q", c.Volumes[i].Name)
+			}
+		}
+	}
+	return ""
+}
+
+// checkSecret checks that node, which needs the secret for the reason why, can
+// read the secret file.
+func checkSecret(c *Config, node, why string) error {
 	_, err := c.LoadSecret()
 	e, ok := err.(*Error)
 	if !ok {
 		return err
 	}
-	return checkErr(e.Section, e.Key, []error{e}, "node %q needs it (it holds a replica of replicated volume %q): %s", node, vol, e.Problem)
+	return checkErr(e.Section, e.Key, []error{e}, "node %q needs it (%s): %s", node, why, e.Problem)
 }
 
 func checkErr(section, key string, errs []error, format string, args ...any) error {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -96,6 +97,58 @@ const (
 	DefaultAfterSplitBrain = AfterSplitBrainDisconnect
 )
 
+// Failover: [cluster] failover, failover_profile; [[node]] gossip, witness; and
+// the failover keys of [[volume]]. See docs/failover.md.
+const (
+	// DefaultFailoverProfile is the default failover_profile.
+	DefaultFailoverProfile = FailoverProfileDefault
+
+	// The timings of failover_profile = "default": the gossip layer probes a
+	// node every DefaultFailoverProbeInterval, waits DefaultFailoverProbeTimeout
+	// for the answer and declares a suspect node dead after about
+	// DefaultFailoverSuspicionMult probe intervals; a primary's lease lasts
+	// DefaultFailoverLease. See Cluster.FailoverProbeInterval.
+	DefaultFailoverProbeInterval = time.Second
+	DefaultFailoverProbeTimeout  = 500 * time.Millisecond
+	DefaultFailoverSuspicionMult = 4
+	DefaultFailoverLease         = 3 * time.Second
+
+	// The timings of failover_profile = "fast": quicker failover, at the cost
+	// of more gossip traffic and of false suspicions on a loaded network.
+	FastFailoverProbeInterval = 200 * time.Millisecond
+	FastFailoverProbeTimeout  = 100 * time.Millisecond
+	FastFailoverSuspicionMult = 2
+	FastFailoverLease         = time.Second
+
+	// DefaultAutoPromote and DefaultQuorumLoss are the defaults of auto_promote
+	// and quorum_loss.
+	DefaultAutoPromote = true
+	DefaultQuorumLoss  = QuorumLossSuspend
+	// DefaultHandlerTimeout is the default handler_timeout, which is in
+	// [MinHandlerTimeout, MaxHandlerTimeout].
+	DefaultHandlerTimeout = 30 * time.Second
+	MinHandlerTimeout     = time.Second
+	MaxHandlerTimeout     = 10 * time.Minute
+
+	// MinFailoverVoters is the fewest voters (nodes holding a replica, plus
+	// witnesses) a replicated volume has with failover on: with two, losing
+	// either node would stop writes on the other.
+	MinFailoverVoters = 3
+)
+
+// The values of failover_profile.
+const (
+	FailoverProfileDefault = "default" // DefaultFailover... timings
+	FailoverProfileFast    = "fast"    // FastFailover... timings
+)
+
+// The values of quorum_loss: what a primary does with writes while it has no
+// quorum.
+const (
+	QuorumLossSuspend = "suspend" // hold them until quorum returns
+	QuorumLossFail    = "fail"    // fail them with EIO
+)
+
 // The values of protocol (as stored in Volume.Protocol; the file may use lower
 // case).
 const (
@@ -165,6 +218,27 @@ type Cluster struct {
 	// replicated. Read it with LoadSecret.
 	Secret     string // inline secret, MinSecretBytes to MaxSecretBytes, or ""
 	SecretFile string // absolute path of a file holding it, or ""
+
+	// Failover turns automatic failover on for every replicated volume (see
+	// Volume.Failover). Every node holding a replica of a replicated volume,
+	// and every witness, then has a Gossip address.
+	Failover bool
+	// FailoverProfile is FailoverProfileDefault or FailoverProfileFast; the
+	// four timings below are that profile's (the DefaultFailover... or
+	// FastFailover... constants). Parse sets them even when Failover is
+	// false; they are meaningful only when it is true.
+	FailoverProfile string
+	// FailoverProbeInterval is how often the gossip layer probes a node,
+	// FailoverProbeTimeout (less than it) how long a probe waits for its
+	// answer (memberlist's ProbeInterval and ProbeTimeout).
+	FailoverProbeInterval time.Duration
+	FailoverProbeTimeout  time.Duration
+	// FailoverSuspicionMult is memberlist's suspicion multiplier: a suspect
+	// node is declared dead after about FailoverSuspicionMult *
+	// max(1, log10(nodes)) * FailoverProbeInterval.
+	FailoverSuspicionMult int
+	// FailoverLease is the length of a primary's lease from its voters.
+	FailoverLease time.Duration
 }
 
 // Node is one [[node]] table.
@@ -177,6 +251,14 @@ type Node struct {
 	// host; set for every node holding a replica of a replicated volume.
 	Address string
 	Metrics string // "host:port" as written for the Prometheus endpoint, or ""
+	// Gossip is "IP:port" as written, or "": where the node's gossip layer
+	// (memberlist) listens, on TCP and UDP, and where the other nodes reach
+	// it. The host is a literal IP address, never a wildcard. Set for every
+	// voter (see Volume.Voters) when Cluster.Failover is true.
+	Gossip string
+	// Witness: the node holds no data and only votes in failover elections.
+	// Only with Cluster.Failover; a witness holds no replica.
+	Witness bool
 }
 
 // Volume is one [[volume]] table.
@@ -231,6 +313,35 @@ type Volume struct {
 	// SplitBrainHandler is a command for /bin/sh -c, run by the daemon when it
 	// detects a split brain, as written; "" for none.
 	SplitBrainHandler string
+
+	// Failover; meaningful only when Failover is true. Parse sets every field,
+	// with its default when the key is absent (Preferred: the node of the
+	// first replica).
+
+	// Failover: automatic failover applies to this volume, that is
+	// Cluster.Failover is true and the volume is Replicated. Its voters are
+	// Voters.
+	Failover bool
+	// AutoPromote allows the nodes of this volume to be promoted
+	// automatically (DefaultAutoPromote).
+	AutoPromote bool
+	// Preferred is the node, holding a replica, that is promoted at cluster
+	// start.
+	Preferred string
+	// QuorumLoss is QuorumLossSuspend or QuorumLossFail: what the primary
+	// does with writes while it has no quorum.
+	QuorumLoss string
+	// AfterPromote, BeforeDemote, FencePeer and QuorumLost are commands for
+	// /bin/sh -c, as written ("" for none), run by the daemon: after this
+	// node is promoted, before it is demoted, to fence a peer (DRBD's
+	// fence-peer contract) and when the primary loses quorum.
+	AfterPromote string
+	BeforeDemote string
+	FencePeer    string
+	QuorumLost   string
+	// HandlerTimeout bounds each run of those handlers, in
+	// [MinHandlerTimeout, MaxHandlerTimeout].
+	HandlerTimeout time.Duration
 }
 
 // Replica is one [[volume.replica]] table: where a node keeps its copy of a volume.
@@ -374,6 +485,30 @@ func (v *Volume) Peers(node string) []string {
 		}
 	}
 	return peers
+}
+
+// Voters returns the nodes that vote on v's failover: the nodes of v's
+// replicas and every witness of c (the Config v belongs to), sorted, each
+// once. They matter only when v.Failover is true.
+func (v *Volume) Voters(c *Config) []string {
+	voters := c.Witnesses()
+	for i := range v.Replicas {
+		voters = append(voters, v.Replicas[i].Node)
+	}
+	slices.Sort(voters)
+	return slices.Compact(voters)
+}
+
+// Witnesses returns the names of the witness nodes (witness = true), in file
+// order; nil if there are none.
+func (c *Config) Witnesses() []string {
+	var names []string
+	for i := range c.Nodes {
+		if c.Nodes[i].Witness {
+			names = append(names, c.Nodes[i].Name)
+		}
+	}
+	return names
 }
 
 // LocalReplicas returns the replicas held by node, in volume order; nil for a node

@@ -51,6 +51,33 @@ name = "beta"
 address = "10.0.0.2:7789"
 `
 
+// threeVoters is twoPeers with failover on: gossip addresses on alpha and beta,
+// and a third voter, the witness.
+const threeVoters = `
+[cluster]
+secret = "` + testSecret + `"
+failover = true
+[[node]]
+name = "alpha"
+address = "10.0.0.1:7789"
+gossip = "10.0.0.1:7946"
+[[node]]
+name = "beta"
+address = "10.0.0.2:7789"
+gossip = "10.0.0.2:7946"
+[[node]]
+name = "witness"
+witness = true
+gossip = "10.0.0.3:7946"
+`
+
+// voters returns peers(threeVoters, volumeKeys) with the line of a node's
+// gossip key (alpha, beta or witness; 10.0.0.1:7946 and so on) replaced by line.
+func voters(name, line, volumeKeys string) string {
+	old := map[string]string{"alpha": `gossip = "10.0.0.1:7946"`, "beta": `gossip = "10.0.0.2:7946"`, "witness": `gossip = "10.0.0.3:7946"`}[name]
+	return peers(strings.Replace(threeVoters, old, line, 1), volumeKeys)
+}
+
 // peers returns volume r0 replicated on alpha and beta with the given extra
 // volume keys, after head (twoPeers or a variant of it).
 func peers(head, volumeKeys string) string {
@@ -337,6 +364,67 @@ var parseErrorCases = []struct {
 	{"split_brain_handler empty", peers(twoPeers, `split_brain_handler = ""`), []string{`config: volume "r0": split_brain_handler: must not be empty (leave the key out instead)`}, nil},
 	{"split_brain_handler NUL", peers(twoPeers, `split_brain_handler = "a\u0000b"`), []string{`config: volume "r0": split_brain_handler: command "a\x00b" contains a NUL byte`}, nil},
 	{"split_brain_handler type", peers(twoPeers, `split_brain_handler = ["/bin/true"]`), []string{`config: volume "r0": split_brain_handler: must be a string, not an array`}, nil},
+
+	// Failover: [cluster] failover, failover_profile.
+	{"failover type", peers(strings.Replace(threeVoters, "failover = true", `failover = "yes"`, 1), `quorum_loss = "fail"`), []string{`config: cluster: failover: must be true or false, not a string`}, nil},
+	{"failover_profile without failover", "[cluster]\nfailover_profile = \"fast\"\n" + minimal, []string{`config: cluster: failover_profile: needs failover = true (the profile sets the timings of automatic failover, which is off)`}, nil},
+	{"failover_profile with failover false", "[cluster]\nfailover = false\nfailover_profile = \"default\"\n" + minimal, []string{`config: cluster: failover_profile: needs failover = true (the profile sets the timings of automatic failover, which is off)`}, nil},
+	{"failover_profile unknown", peers(strings.Replace(threeVoters, "failover = true", "failover = true\nfailover_profile = \"slow\"", 1), ""), []string{`config: cluster: failover_profile: "slow" must be "default" or "fast"`}, nil},
+	{"failover_profile case", peers(strings.Replace(threeVoters, "failover = true", "failover = true\nfailover_profile = \"Fast\"", 1), ""), []string{`config: cluster: failover_profile: "Fast" must be "default" or "fast" (did you mean "fast"?)`}, nil},
+	{"failover_profile type", peers(strings.Replace(threeVoters, "failover = true", "failover = true\nfailover_profile = 1", 1), ""), []string{`config: cluster: failover_profile: must be a string, not an integer`}, nil},
+
+	// Failover: [[node]] gossip, witness.
+	{"gossip empty host", voters("alpha", `gossip = ":7946"`, ""), []string{`config: node "alpha": gossip: ":7946": the host must be this node's own IP address, where the other nodes reach it: not a wildcard (empty, 0.0.0.0 or ::), a host name (the gossip layer resolves no names) or an address with a zone; e.g. "10.0.0.1:7946"`}, nil},
+	{"gossip 0.0.0.0", voters("alpha", `gossip = "0.0.0.0:7946"`, ""), []string{`config: node "alpha": gossip: "0.0.0.0:7946": the host must be this node's own IP address, where the other nodes reach it: not a wildcard`}, nil},
+	{"gossip ::", voters("alpha", `gossip = "[::]:7946"`, ""), []string{`config: node "alpha": gossip: "[::]:7946": the host must be this node's own IP address`}, nil},
+	{"gossip host name", voters("alpha", `gossip = "alpha.example.com:7946"`, ""), []string{`config: node "alpha": gossip: "alpha.example.com:7946": the host must be this node's own IP address, where the other nodes reach it: not a wildcard (empty, 0.0.0.0 or ::), a host name (the gossip layer resolves no names) or an address with a zone; e.g. "10.0.0.1:7946"`}, nil},
+	{"gossip zone", voters("alpha", `gossip = "[fe80::1%eth0]:7946"`, ""), []string{`config: node "alpha": gossip: "[fe80::1%eth0]:7946": the host must be this node's own IP address`}, nil},
+	{"gossip no port", voters("alpha", `gossip = "10.0.0.1"`, ""), []string{`config: node "alpha": gossip: "10.0.0.1": must be host:port (missing port in address)`}, nil},
+	{"gossip port 0", voters("alpha", `gossip = "10.0.0.1:0"`, ""), []string{`config: node "alpha": gossip: "10.0.0.1:0": port "0" must be a number from 1 to 65535`}, nil},
+	{"gossip bad host", voters("alpha", `gossip = "a_b:7946"`, ""), []string{`config: node "alpha": gossip: "a_b:7946": host "a_b" is neither an IP address nor a host name`}, nil},
+	{"gossip empty", voters("alpha", `gossip = ""`, ""), []string{`config: node "alpha": gossip: must not be empty (leave the key out instead)`}, nil},
+	{"gossip type", voters("alpha", `gossip = 7946`, ""), []string{`config: node "alpha": gossip: must be a string, not an integer`}, nil},
+	{"gossip is own address", voters("alpha", `gossip = "10.0.0.1:7789"`, ""), []string{`config: node "alpha": gossip: 10.0.0.1:7789 clashes with address of node "alpha" (10.0.0.1:7789)`}, nil},
+	{"gossip twice", voters("beta", `gossip = "10.0.0.1:7946"`, ""), []string{`config: node "beta": gossip: 10.0.0.1:7946 clashes with gossip of node "alpha" (10.0.0.1:7946)`}, nil},
+	{"gossip on a metrics wildcard port", strings.Replace(peers(threeVoters, ""), `name = "beta"`, "name = \"beta\"\nmetrics = \":7946\"", 1), []string{`config: node "beta": metrics: :7946 clashes with gossip of node "alpha" (10.0.0.1:7946)`}, nil},
+	{"gossip missing", voters("beta", "", ""), []string{`config: node "beta": gossip: is required because failover needs every voter's gossip address (it holds a replica of replicated volume "r0")`}, nil},
+	{"gossip missing on a witness", voters("witness", "", ""), []string{`config: node "witness": gossip: is required because failover needs every voter's gossip address (it is a witness)`}, nil},
+	{"witness type", peers(strings.Replace(threeVoters, "witness = true", `witness = "yes"`, 1), ""), []string{`config: node "witness": witness: must be true or false, not a string`}, nil},
+	{"witness without failover", peers(twoPeers+"[[node]]\nname = \"w\"\nwitness = true\n", ""), []string{`config: node "w": witness: witness = true needs [cluster] failover = true (a witness holds no data: it only votes in failover elections)`}, nil},
+	{"witness holds a replica", threeVoters + vol("r0", "alpha", "  [[volume.replica]]\n  node = \"beta\"\n  disk = \"b.img\"") + vol("r1", "witness", ""), []string{`config: node "witness": witness: a witness holds no data, but node "witness" holds a replica of volume "r1"; remove witness = true or that replica`}, nil},
+	{"two voters", peers(strings.Replace(strings.Replace(twoPeers, "[cluster]", "[cluster]\nfailover = true", 1), `address = "10.0.0.2:7789"`, "address = \"10.0.0.2:7789\"\ngossip = \"10.0.0.2:7946\"", 1), ""), nil, nil}, // placeholder, replaced in init
+
+	// Failover: [[volume]] keys.
+	{"failover key without failover", peers(twoPeers, "auto_promote = false"), []string{`config: volume "r0": auto_promote: needs [cluster] failover = true (automatic failover is off)`}, nil},
+	{"failover key on a single replica", threeVoters + strings.Replace(vol("r1", "alpha", ""), `size = "1MiB"`, "size = \"1MiB\"\nquorum_loss = \"fail\"", 1) + vol("r0", "alpha", "  [[volume.replica]]\n  node = \"beta\"\n  disk = \"b.img\""), []string{`config: volume "r1": quorum_loss: only applies to a replicated volume (volume "r1" has 1 replica: failover moves the primary role between replicas)`}, nil},
+	{"failover key on a single replica without failover", volKeys("size = 4096\nfence_peer = \"/bin/true\""), []string{`config: volume "r0": fence_peer: only applies to a replicated volume (volume "r0" has 1 replica) and needs [cluster] failover = true`}, nil},
+	{"auto_promote type", peers(threeVoters, `auto_promote = "no"`), []string{`config: volume "r0": auto_promote: must be true or false, not a string`}, nil},
+	{"preferred witness", peers(threeVoters, `preferred = "witness"`), []string{`config: volume "r0": preferred: node "witness" holds no replica of volume "r0"; the preferred node must be one of its replicas' nodes: "alpha", "beta"`}, nil},
+	{"preferred unknown", peers(threeVoters, `preferred = "gamma"`), []string{`config: volume "r0": preferred: node "gamma" holds no replica of volume "r0"; the preferred node must be one of its replicas' nodes: "alpha", "beta"`}, nil},
+	{"preferred empty", peers(threeVoters, `preferred = ""`), []string{`config: volume "r0": preferred: must not be empty (leave the key out instead)`}, nil},
+	{"preferred type", peers(threeVoters, `preferred = 1`), []string{`config: volume "r0": preferred: must be a string, not an integer`}, nil},
+	{"quorum_loss unknown", peers(threeVoters, `quorum_loss = "panic"`), []string{`config: volume "r0": quorum_loss: "panic" must be "suspend" or "fail"`}, nil},
+	{"quorum_loss case", peers(threeVoters, `quorum_loss = "Suspend"`), []string{`config: volume "r0": quorum_loss: "Suspend" must be "suspend" or "fail" (did you mean "suspend"?)`}, nil},
+	{"quorum_loss type", peers(threeVoters, `quorum_loss = false`), []string{`config: volume "r0": quorum_loss: must be a string, not a boolean`}, nil},
+	{"after_promote empty", peers(threeVoters, `after_promote = ""`), []string{`config: volume "r0": after_promote: must not be empty (leave the key out instead)`}, nil},
+	{"before_demote NUL", peers(threeVoters, `before_demote = "a\u0000b"`), []string{`config: volume "r0": before_demote: command "a\x00b" contains a NUL byte`}, nil},
+	{"fence_peer type", peers(threeVoters, `fence_peer = ["/usr/lib/blkrep/fence"]`), []string{`config: volume "r0": fence_peer: must be a string, not an array`}, nil},
+	{"quorum_lost empty", peers(threeVoters, `quorum_lost = ""`), []string{`config: volume "r0": quorum_lost: must not be empty (leave the key out instead)`}, nil},
+	{"handler_timeout too short", peers(threeVoters, `handler_timeout = "999ms"`), []string{`config: volume "r0": handler_timeout: "999ms" is out of range: it must be from 1s to 10m`}, nil},
+	{"handler_timeout too long", peers(threeVoters, `handler_timeout = "1h"`), []string{`config: volume "r0": handler_timeout: "1h" is out of range: it must be from 1s to 10m`}, nil},
+	{"handler_timeout integer", peers(threeVoters, `handler_timeout = 30`), []string{`config: volume "r0": handler_timeout: 30 has no unit: use a string such as "30s" or "30ms"`}, nil},
+	{"handler_timeout invalid", peers(threeVoters, `handler_timeout = "30 s"`), []string{`config: volume "r0": handler_timeout: invalid duration "30 s" (use a Go duration such as "500ms" or "10s")`}, nil},
+}
+
+// replicatedFailover is replicated(n, volumeKeys) with failover on and a gossip
+// address on every node (no witness).
+func replicatedFailover(n int, volumeKeys string) string {
+	in := strings.Replace(replicated(n, volumeKeys), "[cluster]", "[cluster]\nfailover = true", 1)
+	for i := 1; i <= n; i++ {
+		a := fmt.Sprintf("address = \"10.0.0.%d:7789\"\n", i)
+		in = strings.Replace(in, a, a+fmt.Sprintf("gossip = \"10.0.0.%d:7946\"\n", i), 1)
+	}
+	return in
 }
 
 // replicated returns a volume r0 with n replicas on nodes n1..nN (with
@@ -371,6 +459,13 @@ func init() {
 				strings.Replace(vol("r0", "alpha", ""), `disk = "alpha-r0.img"`, `disk = "/srv/same.img"`, 1) +
 				strings.Replace(vol("r1", "alpha", ""), `disk = "alpha-r1.img"`, `disk = "../../srv/same.img"`, 1)
 			c.want = []string{`config: volume "r1" replica for node "alpha": disk: /srv/same.img on node "alpha" is also the disk of volume "r0"`}
+		case "two voters":
+			// Failover on, alpha and beta with gossip, no witness.
+			c.toml = voters("witness", "", "")
+			c.toml = strings.Replace(c.toml, "witness = true\n", "", 1)
+			c.toml = strings.Replace(c.toml, "[[node]]\nname = \"witness\"\n", "", 1)
+			c.want = []string{`config: volume "r0": replica: failover needs at least 3 voters (the nodes holding a replica, and the witnesses), but volume "r0" has 2, "alpha" and "beta": ` +
+				`losing either node would stop writes on the other; add a node with witness = true`}
 		case "disk is a device of the node":
 			c.toml = "[[node]]\nname = \"alpha\"\n" + vol("r0", "alpha", `  device = "/dev/nbd3"`) +
 				strings.Replace(vol("r1", "alpha", ""), `disk = "alpha-r1.img"`, `disk = "/dev/nbd3"`, 1)
@@ -463,7 +558,11 @@ func TestNoCascade(t *testing.T) {
 	for _, name := range []string{"no node", "node name missing", "node name invalid", "node name type", "duplicate node",
 		"secret too short", "secret_file empty", "secret and secret_file", "address empty host", "address no port", "address type",
 		"address twice", "ping_interval invalid", "ping_timeout too long", "ping_timeout not less than ping_interval",
-		"resync_rate_max zero", "resync_rate_min above max", "resync_rate_min unlimited"} {
+		"resync_rate_max zero", "resync_rate_min above max", "resync_rate_min unlimited",
+		"failover type", "failover_profile without failover", "gossip empty host", "gossip host name", "gossip type", "gossip twice",
+		"gossip missing", "gossip missing on a witness", "witness type", "witness without failover", "witness holds a replica", "two voters",
+		"failover key without failover", "failover key on a single replica", "failover key on a single replica without failover",
+		"preferred witness", "quorum_loss unknown", "handler_timeout integer"} {
 		for _, tc := range parseErrorCases {
 			if tc.name != name {
 				continue
@@ -538,6 +637,22 @@ func TestParseAccepts(t *testing.T) {
 		{"max_epoch_writes bounds", peers(twoPeers, "max_epoch_writes = 1") + strings.Replace(strings.Replace(vol("r1", "alpha", ""), `size = "1MiB"`, "size = \"1MiB\"\nmax_epoch_writes = 65536", 1), "alpha-r1", "a1", 1)},
 		{"resync rates equal", peers(twoPeers, "resync_rate_max = \"4MiB/s\"\nresync_rate_min = \"4MiB\"")},
 		{"resync_in_flight bounds", peers(twoPeers, `resync_in_flight = "64KiB"`) + strings.Replace(vol("r1", "alpha", ""), `size = "1MiB"`, "size = \"1MiB\"\nresync_in_flight = \"1GiB\"", 1)},
+
+		// Failover.
+		{"failover", peers(threeVoters, "")},
+		{"failover fast", peers(strings.Replace(threeVoters, "failover = true", "failover = true\nfailover_profile = \"fast\"", 1), "")},
+		{"failover false", "[cluster]\nfailover = false\n" + minimal},
+		{"failover without a replicated volume", "[cluster]\nfailover = true\n" + minimal},
+		{"failover with a volume of one replica", peers(threeVoters, "") + vol("r1", "alpha", "")},
+		{"failover with three data nodes", replicatedFailover(3, "")},
+		{"failover with two witnesses", strings.Replace(peers(threeVoters, ""), "[[volume]]", "[[node]]\nname = \"w2\"\nwitness = true\ngossip = \"10.0.0.4:7946\"\n[[volume]]", 1)},
+		{"witness false without failover", strings.Replace(minimal, `name = "alpha"`, "name = \"alpha\"\nwitness = false", 1)},
+		{"gossip without failover", peersNode("alpha", `gossip = "10.0.0.1:7946"`)},
+		{"gossip on a node that is no voter", peers(threeVoters, "") + "[[node]]\nname = \"spare\"\ngossip = \"10.0.0.9:7946\"\n"},
+		{"gossip IPv6 and mapped IPv4", peers(strings.NewReplacer("10.0.0.1:7946", "[fd00::1]:7946", "10.0.0.2:7946", "[::ffff:10.0.0.2]:7946").Replace(threeVoters), "")},
+		{"gossip on the address host", voters("alpha", `gossip = "10.0.0.1:7790"`, "")},
+		{"failover keys", peers(threeVoters, "auto_promote = true\npreferred = \"alpha\"\nquorum_loss = \"suspend\"\nhandler_timeout = \"1s\"")},
+		{"handler_timeout longest", peers(threeVoters, `handler_timeout = "10m"`)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := Parse([]byte(tc.toml), testDir); err != nil {
@@ -711,6 +826,18 @@ func TestDefaults(t *testing.T) {
 	if c.Cluster.Secret != "" || c.Cluster.SecretFile != "" {
 		t.Errorf("cluster = %+v", c.Cluster)
 	}
+	// Failover is off; its fields still hold the defaults.
+	if c.Cluster.Failover || c.Cluster.FailoverProfile != "default" || c.Cluster.FailoverProbeInterval != time.Second ||
+		c.Cluster.FailoverProbeTimeout != 500*time.Millisecond || c.Cluster.FailoverSuspicionMult != 4 || c.Cluster.FailoverLease != 3*time.Second {
+		t.Errorf("cluster failover = %+v", c.Cluster)
+	}
+	if v.Failover || !v.AutoPromote || v.Preferred != "alpha" || v.QuorumLoss != "suspend" || v.AfterPromote != "" || v.BeforeDemote != "" ||
+		v.FencePeer != "" || v.QuorumLost != "" || v.HandlerTimeout != 30*time.Second {
+		t.Errorf("volume failover = %+v", v)
+	}
+	if w, voters := c.Witnesses(), v.Voters(c); w != nil || !slices.Equal(voters, []string{"alpha"}) {
+		t.Errorf("Witnesses %q, Voters %q", w, voters)
+	}
 	if s, err := c.LoadSecret(); s != nil || err != nil {
 		t.Errorf("LoadSecret = %q, %v", s, err)
 	}
@@ -726,6 +853,8 @@ const allKeys = `
 [cluster]
 name = "prod_1"
 secret_file = "secret"
+failover = true
+failover_profile = "fast"
 
 [[node]]
 name = "alpha"
@@ -733,16 +862,20 @@ control_socket = "/run/blkrep/alpha.ctl"
 nbd_tcp = "10.0.0.1:10809"
 address = "10.0.0.1:7789"
 metrics = "10.0.0.1:9100"
+gossip = "10.0.0.1:7946"
 
 [[node]]
 name = "beta"
 nbd_tcp = "10.0.0.2:10809"
 address = "beta.example.com:7789"
 metrics = ":9101"
+gossip = "[fd00::2]:7946"
 
 [[node]]
 name = "witness"
 metrics = "10.0.0.3:9100"
+gossip = "10.0.0.3:7946"
+witness = true
 
 [[volume]]
 name = "r0"
@@ -766,6 +899,14 @@ resync_in_flight = "16MiB"
 resync_checksums = "always"
 after_split_brain = "discard-zero-changes"
 split_brain_handler = "/usr/local/bin/notify-split-brain r0"
+auto_promote = false
+preferred = "beta"
+quorum_loss = "fail"
+after_promote = "/usr/local/bin/notify promoted r0"
+before_demote = "sync"
+fence_peer = "/usr/lib/blkrep/fence-peer r0"
+quorum_lost = "logger -t blkrep 'r0 lost quorum'"
+handler_timeout = "2m30s"
 
   [[volume.replica]]
   node = "alpha"
@@ -786,13 +927,15 @@ func TestAllKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (Cluster{Name: "prod_1", SecretFile: "/etc/blkrep/secret"}); c.Cluster != want {
-		t.Errorf("cluster = %+v, want %+v", c.Cluster, want)
+	wantCluster := Cluster{Name: "prod_1", SecretFile: "/etc/blkrep/secret", Failover: true, FailoverProfile: "fast",
+		FailoverProbeInterval: 200 * time.Millisecond, FailoverProbeTimeout: 100 * time.Millisecond, FailoverSuspicionMult: 2, FailoverLease: time.Second}
+	if c.Cluster != wantCluster {
+		t.Errorf("cluster = %+v, want %+v", c.Cluster, wantCluster)
 	}
 	wantNodes := []Node{
-		{Name: "alpha", ControlSocket: "/run/blkrep/alpha.ctl", NBDTCP: "10.0.0.1:10809", Address: "10.0.0.1:7789", Metrics: "10.0.0.1:9100"},
-		{Name: "beta", ControlSocket: "/etc/blkrep/beta.ctl", NBDTCP: "10.0.0.2:10809", Address: "beta.example.com:7789", Metrics: ":9101"},
-		{Name: "witness", ControlSocket: "/etc/blkrep/witness.ctl", Metrics: "10.0.0.3:9100"},
+		{Name: "alpha", ControlSocket: "/run/blkrep/alpha.ctl", NBDTCP: "10.0.0.1:10809", Address: "10.0.0.1:7789", Metrics: "10.0.0.1:9100", Gossip: "10.0.0.1:7946"},
+		{Name: "beta", ControlSocket: "/etc/blkrep/beta.ctl", NBDTCP: "10.0.0.2:10809", Address: "beta.example.com:7789", Metrics: ":9101", Gossip: "[fd00::2]:7946"},
+		{Name: "witness", ControlSocket: "/etc/blkrep/witness.ctl", Metrics: "10.0.0.3:9100", Gossip: "10.0.0.3:7946", Witness: true},
 	}
 	if len(c.Nodes) != len(wantNodes) {
 		t.Fatalf("nodes = %+v", c.Nodes)
@@ -813,6 +956,18 @@ func TestAllKeys(t *testing.T) {
 		v.ResyncChecksums != "always" || v.AfterSplitBrain != "discard-zero-changes" ||
 		v.SplitBrainHandler != "/usr/local/bin/notify-split-brain r0" {
 		t.Errorf("volume replication = %+v", v)
+	}
+	if !v.Failover || v.AutoPromote || v.Preferred != "beta" || v.QuorumLoss != "fail" ||
+		v.AfterPromote != "/usr/local/bin/notify promoted r0" || v.BeforeDemote != "sync" ||
+		v.FencePeer != "/usr/lib/blkrep/fence-peer r0" || v.QuorumLost != "logger -t blkrep 'r0 lost quorum'" ||
+		v.HandlerTimeout != 150*time.Second {
+		t.Errorf("volume failover = %+v", v)
+	}
+	if got := v.Voters(c); !slices.Equal(got, []string{"alpha", "beta", "witness"}) {
+		t.Errorf("Voters = %q", got)
+	}
+	if got := c.Witnesses(); !slices.Equal(got, []string{"witness"}) {
+		t.Errorf("Witnesses = %q", got)
 	}
 	if !v.Replicated() || !slices.Equal(v.Peers("alpha"), []string{"beta"}) || !slices.Equal(v.Peers("witness"), []string{"alpha", "beta"}) {
 		t.Errorf("Replicated %v, Peers(alpha) %q, Peers(witness) %q", v.Replicated(), v.Peers("alpha"), v.Peers("witness"))
@@ -953,11 +1108,12 @@ func TestParseSize(t *testing.T) {
 func TestSchemaKeys(t *testing.T) {
 	want := map[string]string{
 		"":        "cluster node volume",
-		"cluster": "name secret secret_file",
-		"node":    "name control_socket nbd_tcp address metrics",
+		"cluster": "name secret secret_file failover failover_profile",
+		"node":    "name control_socket nbd_tcp address metrics gossip witness",
 		"volume": "name size description block_size device_timeout dead_conn_timeout bytes_per_bit al_extents peer_slots " +
 			"protocol ping_interval ping_timeout timeout connect_interval max_epoch_writes " +
-			"resync_rate_max resync_rate_min resync_in_flight resync_checksums after_split_brain split_brain_handler replica",
+			"resync_rate_max resync_rate_min resync_in_flight resync_checksums after_split_brain split_brain_handler " +
+			"auto_promote preferred quorum_loss after_promote before_demote fence_peer quorum_lost handler_timeout replica",
 		"volume.replica": "node disk create nbd_socket device meta_disk",
 	}
 	if len(schema) != len(want) {
@@ -1044,5 +1200,207 @@ func TestDocExamples(t *testing.T) {
 		if _, err := Parse([]byte(b), testDir); err != nil {
 			t.Errorf("example %d: %v\n%s", i+1, err, b)
 		}
+	}
+}
+
+// TestFailoverValues: the failover keys, their defaults, the two profiles, and
+// Voters and Witnesses.
+func TestFailoverValues(t *testing.T) {
+	type timings struct {
+		profile        string
+		probe, timeout time.Duration
+		mult           int
+		lease          time.Duration
+	}
+	def := timings{"default", time.Second, 500 * time.Millisecond, 4, 3 * time.Second}
+	fast := timings{"fast", 200 * time.Millisecond, 100 * time.Millisecond, 2, time.Second}
+	for _, tc := range []struct {
+		line string
+		want timings
+	}{
+		{"", def},
+		{`failover_profile = "default"`, def},
+		{`failover_profile = "fast"`, fast},
+	} {
+		c, err := Parse([]byte(peers(strings.Replace(threeVoters, "failover = true", "failover = true\n"+tc.line, 1), "")), testDir)
+		if err != nil {
+			t.Errorf("%q: %v", tc.line, err)
+			continue
+		}
+		cl := c.Cluster
+		if got := (timings{cl.FailoverProfile, cl.FailoverProbeInterval, cl.FailoverProbeTimeout, cl.FailoverSuspicionMult, cl.FailoverLease}); !cl.Failover || got != tc.want {
+			t.Errorf("%q: failover %v, timings %+v, want %+v", tc.line, cl.Failover, got, tc.want)
+		}
+	}
+
+	// Defaults with failover on.
+	c, err := Parse([]byte(peers(threeVoters, "")+vol("r1", "beta", "")), testDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, single := &c.Volumes[0], &c.Volumes[1]
+	if !v.Failover || !v.AutoPromote || v.Preferred != "alpha" || v.QuorumLoss != "suspend" || v.AfterPromote != "" || v.BeforeDemote != "" ||
+		v.FencePeer != "" || v.QuorumLost != "" || v.HandlerTimeout != 30*time.Second {
+		t.Errorf("volume failover = %+v", v)
+	}
+	// A volume with one replica does not fail over; its voters would be its
+	// node and the witnesses.
+	if single.Failover || single.Preferred != "beta" || !slices.Equal(single.Voters(c), []string{"beta", "witness"}) {
+		t.Errorf("single-replica volume: failover %v, preferred %q, voters %q", single.Failover, single.Preferred, single.Voters(c))
+	}
+	wantNodes := []Node{
+		{Name: "alpha", ControlSocket: "/etc/blkrep/alpha.ctl", Address: "10.0.0.1:7789", Gossip: "10.0.0.1:7946"},
+		{Name: "beta", ControlSocket: "/etc/blkrep/beta.ctl", Address: "10.0.0.2:7789", Gossip: "10.0.0.2:7946"},
+		{Name: "witness", ControlSocket: "/etc/blkrep/witness.ctl", Gossip: "10.0.0.3:7946", Witness: true},
+	}
+	if !slices.Equal(c.Nodes, wantNodes) {
+		t.Errorf("nodes = %+v\nwant %+v", c.Nodes, wantNodes)
+	}
+
+	// Each key on its own.
+	for _, tc := range []struct {
+		line  string
+		check func(v *Volume) bool
+	}{
+		{"auto_promote = false", func(v *Volume) bool { return !v.AutoPromote }},
+		{"auto_promote = true", func(v *Volume) bool { return v.AutoPromote }},
+		{`preferred = "beta"`, func(v *Volume) bool { return v.Preferred == "beta" }},
+		{`quorum_loss = "fail"`, func(v *Volume) bool { return v.QuorumLoss == "fail" }},
+		{`quorum_loss = "suspend"`, func(v *Volume) bool { return v.QuorumLoss == "suspend" }},
+		{`after_promote = "/bin/true"`, func(v *Volume) bool { return v.AfterPromote == "/bin/true" }},
+		{`before_demote = "sync; sync"`, func(v *Volume) bool { return v.BeforeDemote == "sync; sync" }},
+		{`fence_peer = "/usr/lib/blkrep/fence"`, func(v *Volume) bool { return v.FencePeer == "/usr/lib/blkrep/fence" }},
+		{`quorum_lost = "logger lost"`, func(v *Volume) bool { return v.QuorumLost == "logger lost" }},
+		{`handler_timeout = "1s"`, func(v *Volume) bool { return v.HandlerTimeout == time.Second }},
+		{`handler_timeout = "1.5s"`, func(v *Volume) bool { return v.HandlerTimeout == 1500*time.Millisecond }},
+		{`handler_timeout = "10m"`, func(v *Volume) bool { return v.HandlerTimeout == 10*time.Minute }},
+	} {
+		c, err := Parse([]byte(peers(threeVoters, tc.line)), testDir)
+		if err != nil {
+			t.Errorf("%q: %v", tc.line, err)
+		} else if !tc.check(&c.Volumes[0]) {
+			t.Errorf("%q: volume %+v", tc.line, c.Volumes[0])
+		}
+	}
+}
+
+// TestVoters: Voters is sorted and includes every witness; Witnesses is in file
+// order.
+func TestVoters(t *testing.T) {
+	in := `
+[cluster]
+secret = "` + testSecret + `"
+failover = true
+[[node]]
+name = "zeta"
+address = "10.0.0.1:7789"
+gossip = "10.0.0.1:7946"
+[[node]]
+name = "w2"
+witness = true
+gossip = "10.0.0.2:7946"
+[[node]]
+name = "beta"
+address = "10.0.0.3:7789"
+gossip = "10.0.0.3:7946"
+[[node]]
+name = "idle"
+[[node]]
+name = "a-witness"
+witness = true
+gossip = "10.0.0.4:7946"
+[[volume]]
+name = "r0"
+size = "1MiB"
+  [[volume.replica]]
+  node = "zeta"
+  disk = "r0.img"
+  [[volume.replica]]
+  node = "beta"
+  disk = "r0.img"
+`
+	c, err := Parse([]byte(in), testDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.Volumes[0].Voters(c), []string{"a-witness", "beta", "w2", "zeta"}; !slices.Equal(got, want) {
+		t.Errorf("Voters = %q, want %q", got, want)
+	}
+	if got, want := c.Witnesses(), []string{"w2", "a-witness"}; !slices.Equal(got, want) {
+		t.Errorf("Witnesses = %q, want %q", got, want)
+	}
+	if v := &c.Volumes[0]; v.Preferred != "zeta" || !v.Failover {
+		t.Errorf("volume = %+v", v)
+	}
+}
+
+// TestFailoverKeysApply: each failover key of [[volume]] is refused, with one
+// message, on a volume it does not apply to.
+func TestFailoverKeysApply(t *testing.T) {
+	keys := map[string]string{
+		"auto_promote":    "auto_promote = false",
+		"preferred":       `preferred = "alpha"`,
+		"quorum_loss":     `quorum_loss = "fail"`,
+		"after_promote":   `after_promote = "/bin/true"`,
+		"before_demote":   `before_demote = "/bin/true"`,
+		"fence_peer":      `fence_peer = "/bin/true"`,
+		"quorum_lost":     `quorum_lost = "/bin/true"`,
+		"handler_timeout": `handler_timeout = "1m"`,
+	}
+	single := func(head, line string) string {
+		return head + strings.Replace(vol("r0", "alpha", ""), `size = "1MiB"`, "size = \"1MiB\"\n"+line, 1)
+	}
+	for key, line := range keys {
+		for _, tc := range []struct{ in, want string }{
+			{peers(twoPeers, line), `config: volume "r0": ` + key + `: needs [cluster] failover = true (automatic failover is off)`},
+			{single(threeVoters, line), `config: volume "r0": ` + key + `: only applies to a replicated volume (volume "r0" has 1 replica: failover moves the primary role between replicas)`},
+			{single(twoNodes, line), `config: volume "r0": ` + key + `: only applies to a replicated volume (volume "r0" has 1 replica) and needs [cluster] failover = true`},
+		} {
+			_, err := Parse([]byte(tc.in), testDir)
+			if err == nil || err.Error() != tc.want {
+				t.Errorf("%s: %v\nwant %s", line, err, tc.want)
+			}
+		}
+	}
+	// Even a wrong value gets only that message.
+	if _, err := Parse([]byte(peers(twoPeers, "handler_timeout = 5")), testDir); err == nil ||
+		err.Error() != `config: volume "r0": handler_timeout: needs [cluster] failover = true (automatic failover is off)` {
+		t.Errorf("handler_timeout = 5 without failover: %v", err)
+	}
+}
+
+// TestFailoverReportsAll: missing gossip addresses are reported once per node,
+// voter counts once per volume, after the other problems.
+func TestFailoverReportsAll(t *testing.T) {
+	in := `
+[cluster]
+secret = "` + testSecret + `"
+failover = true
+[[node]]
+name = "alpha"
+address = "10.0.0.1:7789"
+[[node]]
+name = "beta"
+address = "10.0.0.2:7789"
+[[node]]
+name = "gamma"
+address = "10.0.0.3:7789"
+gossip = "10.0.0.3:7946"
+` + vol("r0", "alpha", "  [[volume.replica]]\n  node = \"beta\"\n  disk = \"b.img\"") +
+		strings.Replace(vol("r1", "beta", "  [[volume.replica]]\n  node = \"alpha\"\n  disk = \"a1.img\"\n  [[volume.replica]]\n  node = \"gamma\"\n  disk = \"g1.img\""),
+			`size = "1MiB"`, "size = \"1MiB\"\nquorum_loss = \"never\"", 1)
+	_, err := Parse([]byte(in), testDir)
+	if err == nil {
+		t.Fatal("Parse succeeded")
+	}
+	want := []string{
+		`config: volume "r1": quorum_loss: "never" must be "suspend" or "fail"`,
+		`config: node "alpha": gossip: is required because failover needs every voter's gossip address (it holds a replica of replicated volume "r0")`,
+		`config: node "beta": gossip: is required because failover needs every voter's gossip address (it holds a replica of replicated volume "r0")`,
+		`config: volume "r0": replica: failover needs at least 3 voters (the nodes holding a replica, and the witnesses), but volume "r0" has 2, "alpha" and "beta": ` +
+			`losing either node would stop writes on the other; add a node with witness = true`,
+	}
+	if got := err.Error(); got != strings.Join(want, "\n") {
+		t.Errorf("errors:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
 	}
 }

@@ -26,9 +26,11 @@ type rawFile struct {
 }
 
 type rawCluster struct {
-	Name       field `toml:"name"`
-	Secret     field `toml:"secret"`
-	SecretFile field `toml:"secret_file"`
+	Name            field `toml:"name"`
+	Secret          field `toml:"secret"`
+	SecretFile      field `toml:"secret_file"`
+	Failover        field `toml:"failover"`
+	FailoverProfile field `toml:"failover_profile"`
 }
 
 type rawNode struct {
@@ -37,6 +39,8 @@ type rawNode struct {
 	NBDTCP        field `toml:"nbd_tcp"`
 	Address       field `toml:"address"`
 	Metrics       field `toml:"metrics"`
+	Gossip        field `toml:"gossip"`
+	Witness       field `toml:"witness"`
 }
 
 type rawVolume struct {
@@ -61,6 +65,14 @@ type rawVolume struct {
 	ResyncChecksums   field        `toml:"resync_checksums"`
 	AfterSplitBrain   field        `toml:"after_split_brain"`
 	SplitBrainHandler field        `toml:"split_brain_handler"`
+	AutoPromote       field        `toml:"auto_promote"`
+	Preferred         field        `toml:"preferred"`
+	QuorumLoss        field        `toml:"quorum_loss"`
+	AfterPromote      field        `toml:"after_promote"`
+	BeforeDemote      field        `toml:"before_demote"`
+	FencePeer         field        `toml:"fence_peer"`
+	QuorumLost        field        `toml:"quorum_lost"`
+	HandlerTimeout    field        `toml:"handler_timeout"`
 	Replica           []rawReplica `toml:"replica"`
 }
 

@@ -18,6 +18,13 @@
 // cluster a shared secret, which LoadSecret returns, and every node holding one
 // of its replicas an address its peers dial.
 //
+// With [cluster] failover = true, every replicated volume fails over
+// automatically (Volume.Failover; the timings are in Cluster, from
+// failover_profile). Its voters (Volume.Voters) are the nodes holding its
+// replicas plus the witnesses (Config.Witnesses: nodes that hold no data and
+// only vote); there must be at least MinFailoverVoters, each with a gossip
+// address. See docs/failover.md.
+//
 // Every problem found is reported, joined with errors.Join; each is an *Error
 // naming the table and key, e.g.
 //

@@ -2,6 +2,8 @@ package config
 
 import (
 	"errors"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,6 +25,9 @@ func FuzzParse(f *testing.F) {
 	f.Add(string(example))
 	f.Add(minimal)
 	f.Add(allKeys)
+	f.Add(peers(threeVoters, ""))
+	f.Add(peers(strings.Replace(threeVoters, "failover = true", "failover = true\nfailover_profile = \"fast\"", 1),
+		"auto_promote = false\npreferred = \"beta\"\nquorum_loss = \"fail\"\nfence_peer = \"/bin/true\"\nhandler_timeout = \"1m\""))
 	for _, tc := range parseErrorCases {
 		f.Add(tc.toml)
 	}
@@ -101,7 +106,19 @@ func checkInvariants(t *testing.T, c *Config) {
 		if _, err := parseListen(n.Metrics); n.Metrics != "" && err != nil {
 			t.Fatalf("metrics %q: %v", n.Metrics, err)
 		}
+		if n.Gossip != "" {
+			host, _, _ := net.SplitHostPort(n.Gossip)
+			if l, err := parseListen(n.Gossip); err != nil || l.wildcard {
+				t.Fatalf("gossip %q: %v", n.Gossip, err)
+			} else if ip, err := netip.ParseAddr(host); err != nil || ip.Zone() != "" {
+				t.Fatalf("gossip %q: host not a literal IP", n.Gossip)
+			}
+		}
+		if n.Witness && (!c.Cluster.Failover || c.LocalReplicas(n.Name) != nil) {
+			t.Fatalf("witness %q: failover %v, replicas %+v", n.Name, c.Cluster.Failover, c.LocalReplicas(n.Name))
+		}
 	}
+	checkFailoverCluster(t, &c.Cluster)
 	held := 0
 	for _, v := range c.Volumes {
 		if !nameRE.MatchString(v.Name) || v.SizeBytes <= 0 || v.SizeBytes%SizeAlignBytes != 0 ||
@@ -115,6 +132,7 @@ func checkInvariants(t *testing.T, c *Config) {
 			t.Fatalf("volume metadata %+v", v)
 		}
 		checkReplication(t, &v)
+		checkFailover(t, c, &v)
 		if v.Replicated() && c.Cluster.Secret == "" && c.Cluster.SecretFile == "" {
 			t.Fatalf("replicated volume %q without a secret", v.Name)
 		}
@@ -179,5 +197,56 @@ func checkReplication(t *testing.T, v *Volume) {
 			AfterSplitBrainDiscardYoungerPrimary, AfterSplitBrainDiscardSecondary}, v.AfterSplitBrain) ||
 		strings.IndexByte(v.SplitBrainHandler, 0) >= 0 {
 		t.Fatalf("volume replication %+v", v)
+	}
+}
+
+func checkFailoverCluster(t *testing.T, cl *Cluster) {
+	t.Helper()
+	want := Cluster{FailoverProfile: FailoverProfileDefault, FailoverProbeInterval: DefaultFailoverProbeInterval, FailoverProbeTimeout: DefaultFailoverProbeTimeout,
+		FailoverSuspicionMult: DefaultFailoverSuspicionMult, FailoverLease: DefaultFailoverLease}
+	if cl.FailoverProfile == FailoverProfileFast {
+		want = Cluster{FailoverProfile: FailoverProfileFast, FailoverProbeInterval: FastFailoverProbeInterval, FailoverProbeTimeout: FastFailoverProbeTimeout,
+			FailoverSuspicionMult: FastFailoverSuspicionMult, FailoverLease: FastFailoverLease}
+	}
+	got := Cluster{FailoverProfile: cl.FailoverProfile, FailoverProbeInterval: cl.FailoverProbeInterval, FailoverProbeTimeout: cl.FailoverProbeTimeout,
+		FailoverSuspicionMult: cl.FailoverSuspicionMult, FailoverLease: cl.FailoverLease}
+	if got != want || cl.FailoverProbeTimeout >= cl.FailoverProbeInterval {
+		t.Fatalf("cluster failover %+v", cl)
+	}
+}
+
+func checkFailover(t *testing.T, c *Config, v *Volume) {
+	t.Helper()
+	if v.Failover != (c.Cluster.Failover && v.Replicated()) ||
+		!slices.Contains([]string{QuorumLossSuspend, QuorumLossFail}, v.QuorumLoss) ||
+		v.HandlerTimeout < MinHandlerTimeout || v.HandlerTimeout > MaxHandlerTimeout {
+		t.Fatalf("volume failover %+v", v)
+	}
+	if _, ok := v.Replica(v.Preferred); !ok {
+		t.Fatalf("preferred %q holds no replica of %q", v.Preferred, v.Name)
+	}
+	for _, h := range []string{v.AfterPromote, v.BeforeDemote, v.FencePeer, v.QuorumLost} {
+		if strings.IndexByte(h, 0) >= 0 {
+			t.Fatalf("handler %q", h)
+		}
+	}
+	voters := v.Voters(c)
+	if !slices.IsSorted(voters) || len(slices.Compact(slices.Clone(voters))) != len(voters) {
+		t.Fatalf("Voters = %q", voters)
+	}
+	if !v.Failover {
+		if !v.AutoPromote || v.Preferred != v.Replicas[0].Node || v.QuorumLoss != DefaultQuorumLoss || v.HandlerTimeout != DefaultHandlerTimeout ||
+			v.AfterPromote != "" || v.BeforeDemote != "" || v.FencePeer != "" || v.QuorumLost != "" {
+			t.Fatalf("failover keys set on volume %+v", v)
+		}
+		return
+	}
+	if len(voters) < MinFailoverVoters {
+		t.Fatalf("volume %q fails over with voters %q", v.Name, voters)
+	}
+	for _, name := range voters {
+		if n, ok := c.Node(name); !ok || n.Gossip == "" {
+			t.Fatalf("voter %q of %q has no gossip address", name, v.Name)
+		}
 	}
 }

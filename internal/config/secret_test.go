@@ -305,3 +305,60 @@ func TestCheckNodeInlineSecret(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckNodeSecretWitness: with failover, a witness reads the secret file too
+// (the gossip is keyed with it); without a replicated volume it does not.
+func TestCheckNodeSecretWitness(t *testing.T) {
+	dir := t.TempDir()
+	in := `
+[cluster]
+secret_file = "secret"
+failover = true
+[[node]]
+name = "alpha"
+address = "10.0.0.1:7789"
+gossip = "10.0.0.1:7946"
+[[node]]
+name = "beta"
+address = "10.0.0.2:7789"
+gossip = "10.0.0.2:7946"
+[[node]]
+name = "witness"
+witness = true
+gossip = "10.0.0.3:7946"
+`
+	replicated := `
+[[volume]]
+name = "r0"
+size = "1MiB"
+  [[volume.replica]]
+  node = "alpha"
+  disk = "alpha-r0.img"
+  create = true
+  [[volume.replica]]
+  node = "beta"
+  disk = "beta-r0.img"
+  create = true
+`
+	c, err := Parse([]byte(in+replicated), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `config: cluster: secret_file: node "witness" needs it (it is a witness of replicated volume "r0"): stat ` + dir + `/secret: no such file or directory`
+	if err := c.CheckNode("witness"); err == nil || err.Error() != want || !errors.Is(err, ErrSecret) {
+		t.Errorf("CheckNode(witness) = %v\nwant %s", err, want)
+	}
+	writeSecret(t, filepath.Join(dir, "secret"), secret32+"\n", 0o600)
+	if err := c.CheckNode("witness"); err != nil {
+		t.Errorf("CheckNode(witness) with the secret = %v", err)
+	}
+
+	// No replicated volume: nothing to vote on, no gossip, no secret.
+	c, err = Parse([]byte(in+strings.Replace(replicated, "  [[volume.replica]]\n  node = \"beta\"\n  disk = \"beta-r0.img\"\n  create = true\n", "", 1)), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CheckNode("witness"); err != nil {
+		t.Errorf("CheckNode(witness) without a replicated volume = %v", err)
+	}
+}

@@ -39,6 +39,13 @@ type validator struct {
 	sockets   map[string]string // absolute unix socket path -> its first user
 	nodePaths map[string]string // node + "\x00" + disk, meta_disk, device or socket path -> its first user
 	listeners []listener
+
+	failover bool // [cluster] failover = true
+	// failoverKnown: [cluster] failover is absent or a boolean, so the checks
+	// that depend on it can run (else they would only echo its problem).
+	failoverKnown bool
+	gossiped      map[string]bool // node name -> its gossip key is set (valid or not) or was reported missing
+	badWitness    bool            // some [[node]] has a witness key that is not a boolean
 }
 
 type listener struct {
@@ -156,6 +163,7 @@ func (v *validator) config(raw *rawFile) *Config {
 	v.sockets = map[string]string{}
 	v.nodePaths = map[string]string{}
 	v.addressed = map[string]bool{}
+	v.gossiped = map[string]bool{}
 	c := &Config{Dir: v.dir}
 	c.Cluster = v.cluster(&raw.Cluster)
 	if len(raw.Node) == 0 {
@@ -180,6 +188,7 @@ func (v *validator) config(raw *rawFile) *Config {
 		c.Volumes = append(c.Volumes, vol)
 	}
 	v.replication(c)
+	v.failoverVoters(c)
 	return c
 }
 
@@ -206,6 +215,72 @@ func (v *validator) replication(c *Config) {
 			v.addressed[r.Node] = true
 			v.failf(label("node", r.Node, first), "address", "is required because it holds a replica of replicated %s", label("volume", vol.Name, i))
 		}
+	}
+}
+
+// failoverVoters checks the voters of the replicated volumes: no witness holds
+// a replica; with failover on, every voter has a gossip address (reported once
+// per node) and every replicated volume has at least MinFailoverVoters.
+func (v *validator) failoverVoters(c *Config) {
+	// The uniquely named nodes that are witnesses, in file order.
+	var witnesses []string
+	isWitness := map[string]bool{}
+	for name, i := range v.nodes {
+		if c.Nodes[i].Witness {
+			isWitness[name] = true
+		}
+	}
+	for _, n := range c.Nodes {
+		if isWitness[n.Name] && !slices.Contains(witnesses, n.Name) {
+			witnesses = append(witnesses, n.Name)
+		}
+	}
+	for i := range c.Volumes {
+		vol := &c.Volumes[i]
+		for _, r := range vol.Replicas {
+			if isWitness[r.Node] {
+				v.failf(label("node", r.Node, v.nodes[r.Node]), "witness", "a witness holds no data, but node %q holds a replica of %s; remove witness = true or that replica",
+					r.Node, label("volume", vol.Name, i))
+			}
+		}
+	}
+	if !v.failover {
+		return
+	}
+	needGossip := func(node, why string) {
+		first, known := v.nodes[node]
+		if node == "" || !known || v.gossiped[node] {
+			return
+		}
+		v.gossiped[node] = true
+		v.failf(label("node", node, first), "gossip", "is required because failover needs every voter's gossip address (%s)", why)
+	}
+	for i := range c.Volumes {
+		vol := &c.Volumes[i]
+		if !vol.Replicated() {
+			continue
+		}
+		var voters []string
+		for _, r := range vol.Replicas {
+			needGossip(r.Node, "it holds a replica of replicated "+label("volume", vol.Name, i))
+			if r.Node != "" && !slices.Contains(voters, r.Node) {
+				voters = append(voters, r.Node)
+			}
+		}
+		for _, w := range witnesses {
+			if !slices.Contains(voters, w) {
+				voters = append(voters, w)
+			}
+		}
+		// Fewer than two is a problem with the replicas, reported with them;
+		// with a witness key in error, the count is not known.
+		if len(voters) == 2 && !v.badWitness {
+			v.failf(label("volume", vol.Name, i), "replica", "failover needs at least %d voters (the nodes holding a replica, and the witnesses), but %s has 2, %q and %q: "+
+				"losing either node would stop writes on the other; add a node with witness = true", MinFailoverVoters, label("volume", vol.Name, i), voters[0], voters[1])
+		}
+	}
+	for _, w := range witnesses {
+		needGossip(w, "it is a witness")
 	}
 }
 
@@ -243,6 +318,23 @@ func (v *validator) cluster(raw *rawCluster) Cluster {
 		v.failf(sec, "secret_file", "cannot be set together with secret: keep one (secret_file keeps the secret out of this file, which every node has)")
 	}
 	v.secretSet = raw.Secret.set || raw.SecretFile.set
+
+	b, ok := v.boolean(sec, "failover", raw.Failover)
+	cl.Failover = ok && b
+	v.failover, v.failoverKnown = cl.Failover, ok || !raw.Failover.set
+	cl.FailoverProfile = DefaultFailoverProfile
+	if raw.FailoverProfile.set && v.failoverKnown && !v.failover {
+		v.failf(sec, "failover_profile", "needs failover = true (the profile sets the timings of automatic failover, which is off)")
+	} else if s, ok := v.oneOf(sec, "failover_profile", raw.FailoverProfile, FailoverProfileDefault, FailoverProfileFast); ok {
+		cl.FailoverProfile = s
+	}
+	if cl.FailoverProfile == FailoverProfileFast {
+		cl.FailoverProbeInterval, cl.FailoverProbeTimeout = FastFailoverProbeInterval, FastFailoverProbeTimeout
+		cl.FailoverSuspicionMult, cl.FailoverLease = FastFailoverSuspicionMult, FastFailoverLease
+	} else {
+		cl.FailoverProbeInterval, cl.FailoverProbeTimeout = DefaultFailoverProbeInterval, DefaultFailoverProbeTimeout
+		cl.FailoverSuspicionMult, cl.FailoverLease = DefaultFailoverSuspicionMult, DefaultFailoverLease
+	}
 	return cl
 }
 
@@ -292,7 +384,39 @@ func (v *validator) node(i int, raw *rawNode) Node {
 		v.addressed[n.Name] = true
 	}
 	n.Metrics = v.tcp(sec, "metrics", raw.Metrics, false)
+	n.Gossip = v.gossip(sec, raw.Gossip)
+	if raw.Gossip.set && unique {
+		v.gossiped[n.Name] = true
+	}
+	b, ok := v.boolean(sec, "witness", raw.Witness)
+	v.badWitness = v.badWitness || raw.Witness.set && !ok
+	if ok && b {
+		n.Witness = true
+		if v.failoverKnown && !v.failover {
+			v.failf(sec, "witness", "witness = true needs [cluster] failover = true (a witness holds no data: it only votes in failover elections)")
+		}
+	}
 	return n
+}
+
+// gossip reads a node's gossip key: a dialed TCP address like address (see
+// tcp), whose host must moreover be a literal IP address without a zone, which
+// the gossip layer binds and advertises (it resolves no names).
+func (v *validator) gossip(section string, f field) string {
+	const key = "gossip"
+	if s, ok := f.v.(string); ok && s != "" {
+		// Problems other than the host's form are left to tcp.
+		if l, err := parseListen(s); err == nil {
+			host, _, _ := net.SplitHostPort(s)
+			if ip, err := netip.ParseAddr(host); l.wildcard || err != nil || ip.Zone() != "" {
+				v.failf(section, key, "%q: the host must be this node's own IP address, where the other nodes reach it: "+
+					"not a wildcard (empty, 0.0.0.0 or ::), a host name (the gossip layer resolves no names) or an address with a zone; "+
+					"e.g. \"10.0.0.1:7946\"", s)
+				return ""
+			}
+		}
+	}
+	return v.tcp(section, key, f, true)
 }
 
 // tcp reads a "host:port" key of section and claims it as a TCP listen address;
@@ -470,6 +594,7 @@ func (v *validator) volume(i int, raw *rawVolume, nodes []Node) Volume {
 		}
 		vol.Replicas = append(vol.Replicas, r)
 	}
+	v.failoverKeys(sec, raw, &vol)
 	// A Config from Parse must give every replica a disk size; only an
 	// enormous size with internal metadata overflows.
 	for j := range vol.Replicas {
@@ -553,13 +678,109 @@ func (v *validator) replicationKeys(sec string, raw *rawVolume, vol *Volume) {
 		AfterSplitBrainDiscardYoungerPrimary, AfterSplitBrainDiscardSecondary); ok {
 		vol.AfterSplitBrain = s
 	}
-	if s, ok := v.nonEmpty(sec, "split_brain_handler", raw.SplitBrainHandler); ok {
-		if strings.IndexByte(s, 0) >= 0 {
-			v.failf(sec, "split_brain_handler", "command %q contains a NUL byte", s)
+	if s, ok := v.command(sec, "split_brain_handler", raw.SplitBrainHandler); ok {
+		vol.SplitBrainHandler = s
+	}
+}
+
+// failoverKeys reads the failover keys of the volume in section sec into vol,
+// whose replicas are read. They apply only to a replicated volume with
+// [cluster] failover = true; otherwise each one present is reported.
+func (v *validator) failoverKeys(sec string, raw *rawVolume, vol *Volume) {
+	vol.Failover = v.failover && vol.Replicated()
+	vol.AutoPromote = DefaultAutoPromote
+	vol.QuorumLoss = DefaultQuorumLoss
+	vol.HandlerTimeout = DefaultHandlerTimeout
+	if len(vol.Replicas) > 0 {
+		vol.Preferred = vol.Replicas[0].Node
+	}
+	keys := []struct {
+		key string
+		f   field
+	}{
+		{"auto_promote", raw.AutoPromote}, {"preferred", raw.Preferred}, {"quorum_loss", raw.QuorumLoss},
+		{"after_promote", raw.AfterPromote}, {"before_demote", raw.BeforeDemote}, {"fence_peer", raw.FencePeer},
+		{"quorum_lost", raw.QuorumLost}, {"handler_timeout", raw.HandlerTimeout},
+	}
+	why := ""
+	switch off := v.failoverKnown && !v.failover; {
+	case len(vol.Replicas) == 0: // reported with the replicas
+		return
+	case !vol.Replicated() && off:
+		why = fmt.Sprintf("only applies to a replicated volume (%s has 1 replica) and needs [cluster] failover = true", sec)
+	case !vol.Replicated():
+		why = fmt.Sprintf("only applies to a replicated volume (%s has 1 replica: failover moves the primary role between replicas)", sec)
+	case off:
+		why = "needs [cluster] failover = true (automatic failover is off)"
+	}
+	if why != "" {
+		for _, k := range keys {
+			if k.f.set {
+				v.failf(sec, k.key, "%s", why)
+			}
+		}
+		return
+	}
+
+	if b, ok := v.boolean(sec, "auto_promote", raw.AutoPromote); ok {
+		vol.AutoPromote = b
+	}
+	if s, ok := v.nonEmpty(sec, "preferred", raw.Preferred); ok {
+		if _, held := vol.Replica(s); held {
+			vol.Preferred = s
 		} else {
-			vol.SplitBrainHandler = s
+			var nodes []string
+			for _, r := range vol.Replicas {
+				if r.Node != "" {
+					nodes = append(nodes, strconv.Quote(r.Node))
+				}
+			}
+			v.failf(sec, "preferred", "node %q holds no replica of %s; the preferred node must be one of its replicas' nodes: %s", s, sec, strings.Join(nodes, ", "))
 		}
 	}
+	if s, ok := v.oneOf(sec, "quorum_loss", raw.QuorumLoss, QuorumLossSuspend, QuorumLossFail); ok {
+		vol.QuorumLoss = s
+	}
+	for _, h := range []struct {
+		key string
+		f   field
+		dst *string
+	}{
+		{"after_promote", raw.AfterPromote, &vol.AfterPromote},
+		{"before_demote", raw.BeforeDemote, &vol.BeforeDemote},
+		{"fence_peer", raw.FencePeer, &vol.FencePeer},
+		{"quorum_lost", raw.QuorumLost, &vol.QuorumLost},
+	} {
+		if s, ok := v.command(sec, h.key, h.f); ok {
+			*h.dst = s
+		}
+	}
+	if d, ok := v.durationIn(sec, "handler_timeout", raw.HandlerTimeout, MinHandlerTimeout, MaxHandlerTimeout); ok {
+		vol.HandlerTimeout = d
+	}
+}
+
+// command reads an optional shell command: not empty and without NUL bytes.
+func (v *validator) command(section, key string, f field) (string, bool) {
+	s, ok := v.nonEmpty(section, key, f)
+	if ok && strings.IndexByte(s, 0) >= 0 {
+		v.failf(section, key, "command %q contains a NUL byte", s)
+		return "", false
+	}
+	return s, ok
+}
+
+// boolean reads an optional boolean; ok is false if it is absent or not a
+// boolean (reported).
+func (v *validator) boolean(section, key string, f field) (b, ok bool) {
+	if !f.set {
+		return false, false
+	}
+	b, ok = f.v.(bool)
+	if !ok {
+		v.wrongType(section, key, "true or false", f)
+	}
+	return b, ok
 }
 
 // durationIn reads an optional Go duration string in [lo, hi]; unlike duration,
@@ -784,11 +1005,7 @@ func (v *validator) replica(vsec string, j int, raw *rawReplica, nodes []Node, n
 			}
 		}
 	}
-	if raw.Create.set {
-		b, ok := raw.Create.v.(bool)
-		if !ok {
-			v.wrongType(sec, "create", "true or false", raw.Create)
-		}
+	if b, ok := v.boolean(sec, "create", raw.Create); ok {
 		r.Create = b
 	}
 	if p, ok := v.path(sec, "nbd_socket", raw.NBDSocket); ok {
