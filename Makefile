@@ -24,7 +24,7 @@ test-unit:
 
 # The race detector needs cgo.
 test-race:
-	CGO_ENABLED=1 $(GO) test -race -count=1 ./nbd/... ./internal/store/ ./internal/daemon/ ./internal/control/ ./internal/volume/ ./internal/repl/ ./activelog/
+	CGO_ENABLED=1 $(GO) test -race -count=1 ./nbd/... ./internal/store/ ./internal/daemon/ ./internal/control/ ./internal/volume/ ./internal/repl/ ./activelog/ ./failover/
 
 ## test-process: real daemons from examples/local.toml on loopback (the
 ## replicated demo with every step asserted: SIGKILL, resync, split brain).

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -47,13 +48,13 @@ type Msg struct {
 var ErrBadMsg = errors.New("failover: malformed message")
 
 const (
-	msgVersion   = 1
-	msgMaxName      = 64
-	msgMaxReason    = 1024
-	msgMaxOutdated  = 32
-	msgMagic0    = 'b'
-	msgMagic1    = 'f'
-	answerFlagOK = 1
+	msgVersion     = 1
+	msgMaxName     = 64
+	msgMaxReason   = 1024
+	msgMaxOutdated = 32
+	msgMagic0      = 'b'
+	msgMagic1      = 'f'
+	answerFlagOK   = 1
 )
 
 type msgEnc struct {
@@ -81,7 +82,7 @@ func checkMsgName(s, what string, empty bool) error {
 		return fmt.Errorf("%w: %s is not UTF-8", ErrBadMsg, what)
 	}
 	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
+		if unicode.IsControl(r) {
 			return fmt.Errorf("%w: %s %q has a control character", ErrBadMsg, what, s)
 		}
 	}
