@@ -65,8 +65,8 @@ type Send struct {
 }
 
 // Actions is what one call asks the caller to do, in this order: store
-// Persist (if set) durably, then send Sends, then apply the role and I/O
-// changes, then run Handlers.
+// Persist (if set) durably, apply OutdateCleared, send Sends, then apply
+// the role and I/O changes and OutdateConfirmed, then run Handlers.
 type Actions struct {
 	Persist *VoterRecord
 	Sends   []Send
@@ -81,6 +81,10 @@ type Actions struct {
 	// OutdateConfirmed lists peers a majority now records as outdated:
 	// the primary may acknowledge writes those peers lack.
 	OutdateConfirmed []string
+	// OutdateCleared lists peers back in sync: from now on a write they
+	// miss needs a new confirmation. Apply it before Sends (the lease
+	// request that un-outdates them at the voters is among them).
+	OutdateCleared []string
 	// Handlers to run ("after-promote", "before-demote", "quorum-lost").
 	Handlers []string
 	// Why explains the decision in one line for status and logs.
@@ -98,6 +102,7 @@ func (a *Actions) merge(b Actions) {
 	a.HoldWrites = a.HoldWrites || b.HoldWrites
 	a.FailWrites = a.FailWrites || b.FailWrites
 	a.OutdateConfirmed = append(a.OutdateConfirmed, b.OutdateConfirmed...)
+	a.OutdateCleared = append(a.OutdateCleared, b.OutdateCleared...)
 	a.Handlers = append(a.Handlers, b.Handlers...)
 	if b.Why != "" {
 		a.Why = b.Why
@@ -512,6 +517,9 @@ func (d *Decider) primary() Actions {
 		} else if in && has {
 			d.outdated = slices.DeleteFunc(d.outdated, func(s string) bool { return s == v })
 			delete(d.outdateSeq, v)
+			if d.confirmed[v] {
+				a.OutdateCleared = append(a.OutdateCleared, v)
+			}
 			delete(d.confirmed, v)
 			changed = true
 		}

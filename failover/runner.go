@@ -1,0 +1,377 @@
+package failover
+
+import (
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+)
+
+// WriteMode is what the runner tells a replica about acknowledging writes.
+type WriteMode uint8
+
+const (
+	WritesHold WriteMode = iota
+	WritesAccept
+	WritesFail
+)
+
+// ReplicaControl is the local replica of one volume as the runner drives
+// it (internal/daemon adapts internal/repl to it). Its methods must not
+// block for long: the runner calls them from its loop.
+type ReplicaControl interface {
+	// Local returns the replica's state now.
+	Local() Local
+	// Promote makes the replica Primary for term; writes stay held until
+	// SetWrites(WritesAccept).
+	Promote(term uint64) error
+	// Demote makes it Secondary.
+	Demote() error
+	SetWrites(m WriteMode)
+	SetOutdated(peer string, confirmed bool)
+}
+
+// RunnerVolume is one volume a runner decides for.
+type RunnerVolume struct {
+	Decider DeciderConfig
+	// Replica is nil on a witness.
+	Replica ReplicaControl
+	// StatePath is the volume's failover state file (LoadState/SaveState).
+	StatePath string
+}
+
+// RunnerConfig configures a Runner.
+type RunnerConfig struct {
+	Cluster string
+	Node    string
+	Witness bool
+	Gossip  *Gossip
+	Volumes []RunnerVolume
+	// Tick is how often the decisions re-run (default 50 ms). Decider
+	// ticks are milliseconds since the runner started.
+	Tick time.Duration
+	Log  *slog.Logger
+	// Handler runs a configured handler ("after-promote", ...) for a
+	// volume; called on its own goroutine. Nil: handlers are logged only.
+	Handler func(volume, name string)
+}
+
+// Runner drives the Deciders of one node: it feeds them membership,
+// messages, the replicas' state and time, and carries out their Actions
+// (docs/failover.md).
+type Runner struct {
+	cfg   RunnerConfig
+	log   *slog.Logger
+	start time.Time
+	vols  map[string]*runVol
+	quit  chan struct{}
+	done  chan struct{}
+
+	mu     sync.Mutex
+	status map[string]VolumeStatus
+}
+
+type runVol struct {
+	rv  RunnerVolume
+	d   *Decider
+	st  State
+	why string
+}
+
+// VolumeStatus is a volume's failover state for status and logs.
+type VolumeStatus struct {
+	Volume    string
+	Term      uint64
+	Primary   string // of the newest term known to have had one
+	IsPrimary bool
+	Accepting bool
+	DataTerm  uint64
+	Why       string // the last decision's explanation
+}
+
+// StartRunner loads every volume's state file, builds the deciders and
+// starts the loop.
+func StartRunner(cfg RunnerConfig) (*Runner, error) {
+	if cfg.Gossip == nil {
+		return nil, fmt.Errorf("failover: runner without gossip")
+	}
+	if cfg.Tick <= 0 {
+		cfg.Tick = 50 * time.Millisecond
+	}
+	r := &Runner{cfg: cfg, log: cfg.Log, start: time.Now(), vols: map[string]*runVol{},
+		quit: make(chan struct{}), done: make(chan struct{}), status: map[string]VolumeStatus{}}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	for _, v := range cfg.Volumes {
+		name := v.Decider.Volume
+		if _, dup := r.vols[name]; dup {
+			return nil, fmt.Errorf("failover: volume %q given twice", name)
+		}
+		if (v.Replica == nil) != cfg.Witness {
+			return nil, fmt.Errorf("failover: volume %q: a witness has no replica, a data node has one", name)
+		}
+		st, _, err := LoadState(v.StatePath, cfg.Cluster, name, cfg.Node)
+		if err != nil {
+			return nil, err
+		}
+		dc := v.Decider
+		dc.Self = cfg.Node
+		d, err := NewDecider(dc, st.Voter, st.DataTerm, 0)
+		if err != nil {
+			return nil, fmt.Errorf("failover: volume %q: %w", name, err)
+		}
+		r.vols[name] = &runVol{rv: v, d: d, st: st}
+	}
+	r.publish()
+	go r.loop()
+	return r, nil
+}
+
+// Close stops the loop (the gossip is the caller's).
+func (r *Runner) Close() {
+	select {
+	case <-r.quit:
+	default:
+		close(r.quit)
+	}
+	<-r.done
+}
+
+// Status returns every volume's failover state, sorted by volume.
+func (r *Runner) Status() []VolumeStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []VolumeStatus
+	for _, s := range r.status {
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, b VolumeStatus) int {
+		if a.Volume < b.Volume {
+			return -1
+		}
+		if a.Volume > b.Volume {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+func (r *Runner) now() int64 { return time.Since(r.start).Milliseconds() }
+
+func (r *Runner) loop() {
+	defer close(r.done)
+	t := time.NewTicker(r.cfg.Tick)
+	defer t.Stop()
+	g := r.cfg.Gossip
+	r.members()
+	for {
+		select {
+		case <-r.quit:
+			return
+		case <-t.C:
+			for _, v := range r.names() {
+				rv := r.vols[v]
+				if rv.rv.Replica != nil {
+					r.apply(rv, rv.d.SetLocal(r.now(), rv.rv.Replica.Local()))
+				}
+				r.apply(rv, rv.d.Tick(r.now()))
+			}
+		case _, ok := <-g.Changed():
+			if !ok {
+				return
+			}
+			r.members()
+		case m, ok := <-g.Messages():
+			if !ok {
+				return
+			}
+			r.message(m)
+		}
+		r.publish()
+	}
+}
+
+func (r *Runner) names() []string {
+	var out []string
+	for n := range r.vols {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// members feeds the membership to every decider and gossips this node's
+// state.
+func (r *Runner) members() {
+	ms := r.cfg.Gossip.Members()
+	for _, name := range r.names() {
+		rv := r.vols[name]
+		var view []MemberView
+		for _, m := range ms {
+			if m.Name == r.cfg.Node {
+				continue
+			}
+			mv := MemberView{Name: m.Name, State: m.State}
+			if m.MetaErr == nil {
+				for i := range m.Meta.Volumes {
+					if m.Meta.Volumes[i].Name == name {
+						vm := m.Meta.Volumes[i]
+						mv.Vol = &vm
+					}
+				}
+			}
+			view = append(view, mv)
+		}
+		r.apply(rv, rv.d.Members(r.now(), view))
+	}
+}
+
+// message handles one gossip user message.
+func (r *Runner) message(in Message) {
+	m, err := DecodeMsg(in.Payload)
+	if err != nil {
+		r.log.Warn("ignoring a malformed failover message", "from", in.From, "err", err)
+		return
+	}
+	rv := r.vols[m.Volume]
+	if rv == nil {
+		r.log.Warn("ignoring a failover message for a volume this node does not vote for", "from", in.From, "volume", m.Volume)
+		return
+	}
+	now := r.now()
+	switch m.Kind {
+	case MsgVote:
+		a, acts := rv.d.HandleVote(now, m.Vote)
+		if r.apply(rv, acts) {
+			r.send(in.From, Msg{Kind: MsgVoteAnswer, Volume: m.Volume, Vote: m.Vote, Answer: a})
+		}
+	case MsgLease:
+		a, acts := rv.d.HandleLease(now, m.Lease)
+		if r.apply(rv, acts) {
+			lr := m.Lease
+			lr.Outdated = nil
+			r.send(in.From, Msg{Kind: MsgLeaseAnswer, Volume: m.Volume, Lease: lr, Answer: a})
+		}
+	case MsgVoteAnswer:
+		r.apply(rv, rv.d.VoteAnswer(now, in.From, m.Vote, m.Answer))
+	case MsgLeaseAnswer:
+		r.apply(rv, rv.d.LeaseAnswer(now, in.From, m.Lease, m.Answer))
+	}
+}
+
+// send encodes and sends a message without blocking the loop (a Send to
+// an unreachable node can take memberlist's TCP timeout).
+func (r *Runner) send(to string, m Msg) {
+	b, err := EncodeMsg(m)
+	if err != nil {
+		r.log.Error("cannot encode a failover message", "to", to, "kind", m.Kind, "err", err)
+		return
+	}
+	go func() {
+		if err := r.cfg.Gossip.Send(to, b); err != nil {
+			r.log.Debug("failover message not sent", "to", to, "kind", m.Kind, "err", err)
+		}
+	}()
+}
+
+// apply carries out a decider's actions in the documented order. It
+// returns false when the state could not be stored: the answer that
+// depends on it must then not be sent.
+func (r *Runner) apply(rv *runVol, a Actions) bool {
+	name := rv.rv.Decider.Volume
+	if a.Persist != nil || rv.d.DataTerm() != rv.st.DataTerm {
+		st := rv.st
+		if a.Persist != nil {
+			st.Voter = *a.Persist
+		}
+		st.DataTerm = rv.d.DataTerm()
+		if err := SaveState(rv.rv.StatePath, st); err != nil {
+			r.log.Error("cannot store the failover state: not answering", "volume", name, "path", rv.rv.StatePath, "err", err)
+			return false
+		}
+		rv.st = st
+	}
+	rep := rv.rv.Replica
+	if rep != nil {
+		for _, p := range a.OutdateCleared {
+			rep.SetOutdated(p, false)
+		}
+	}
+	for _, s := range a.Sends {
+		m := Msg{Volume: name}
+		if s.Vote != nil {
+			m.Kind, m.Vote = MsgVote, *s.Vote
+		} else {
+			m.Kind, m.Lease = MsgLease, *s.Lease
+		}
+		r.send(s.To, m)
+	}
+	if rep != nil {
+		if a.HoldWrites || a.Demote {
+			rep.SetWrites(WritesHold)
+		}
+		if a.FailWrites {
+			rep.SetWrites(WritesFail)
+		}
+		if a.Demote {
+			if err := rep.Demote(); err != nil {
+				r.log.Error("cannot demote", "volume", name, "err", err)
+			}
+		}
+		if a.Promote != 0 {
+			if err := rep.Promote(a.Promote); err != nil {
+				r.log.Error("cannot promote", "volume", name, "term", a.Promote, "err", err)
+			} else {
+				r.log.Warn("promoted by automatic failover", "volume", name, "term", a.Promote, "why", a.Why)
+			}
+		}
+		for _, p := range a.OutdateConfirmed {
+			rep.SetOutdated(p, true)
+		}
+		if a.AcceptWrites {
+			rep.SetWrites(WritesAccept)
+		}
+	}
+	if a.Why != "" && a.Why != rv.why {
+		rv.why = a.Why
+		r.log.Info("failover", "volume", name, "decision", a.Why)
+	}
+	for _, h := range a.Handlers {
+		if r.cfg.Handler != nil {
+			go r.cfg.Handler(name, h)
+		} else {
+			r.log.Info("failover handler (none configured)", "volume", name, "handler", h)
+		}
+	}
+	return true
+}
+
+// publish refreshes the status snapshot and gossips this node's state.
+func (r *Runner) publish() {
+	meta := NodeMeta{Witness: r.cfg.Witness}
+	r.mu.Lock()
+	for _, name := range r.names() {
+		rv := r.vols[name]
+		term, prim := rv.d.Term()
+		isP, acc := rv.d.Primary()
+		r.status[name] = VolumeStatus{Volume: name, Term: term, Primary: prim, IsPrimary: isP,
+			Accepting: acc, DataTerm: rv.d.DataTerm(), Why: rv.why}
+		if rv.rv.Replica != nil {
+			l := rv.rv.Replica.Local()
+			role := RoleSecondary
+			if isP {
+				role = RolePrimary
+			}
+			dt := rv.d.DataTerm()
+			meta.Volumes = append(meta.Volumes, VolumeMeta{Name: name, Role: role, Disk: l.Disk,
+				Term: max(term, dt), DataTerm: dt, InSync: len(l.InSyncWith) > 0})
+		}
+	}
+	r.mu.Unlock()
+	if err := r.cfg.Gossip.SetMeta(meta); err != nil {
+		r.log.Error("cannot gossip this node's state", "err", err)
+	}
+}
