@@ -514,6 +514,7 @@ func (d *Decider) primary() Actions {
 			slices.Sort(d.outdated)
 			d.outdateSeq[v] = d.seq + 1
 			changed = true
+			a.Why = fmt.Sprintf("%s is not in sync: outdating it at the voters", v)
 		} else if in && has {
 			d.outdated = slices.DeleteFunc(d.outdated, func(s string) bool { return s == v })
 			delete(d.outdateSeq, v)
@@ -522,6 +523,7 @@ func (d *Decider) primary() Actions {
 			}
 			delete(d.confirmed, v)
 			changed = true
+			a.Why = fmt.Sprintf("%s is in sync again", v)
 		}
 	}
 	if changed || d.now-d.lastRenew >= d.cfg.Renew {

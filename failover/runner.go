@@ -73,10 +73,11 @@ type Runner struct {
 }
 
 type runVol struct {
-	rv  RunnerVolume
-	d   *Decider
-	st  State
-	why string
+	rv      RunnerVolume
+	d       *Decider
+	st      State
+	why     string
+	lastTry time.Time // of the last promotion retry
 }
 
 // VolumeStatus is a volume's failover state for status and logs.
@@ -176,6 +177,7 @@ func (r *Runner) loop() {
 				rv := r.vols[v]
 				if rv.rv.Replica != nil {
 					r.apply(rv, rv.d.SetLocal(r.now(), rv.rv.Replica.Local()))
+					r.reconcile(rv)
 				}
 				r.apply(rv, rv.d.Tick(r.now()))
 			}
@@ -256,6 +258,9 @@ func (r *Runner) message(in Message) {
 			r.send(in.From, Msg{Kind: MsgLeaseAnswer, Volume: m.Volume, Lease: lr, Answer: a})
 		}
 	case MsgVoteAnswer:
+		if !m.Answer.Granted {
+			r.log.Info("vote refused", "volume", m.Volume, "voter", in.From, "term", m.Vote.Term, "reason", m.Answer.Reason)
+		}
 		r.apply(rv, rv.d.VoteAnswer(now, in.From, m.Vote, m.Answer))
 	case MsgLeaseAnswer:
 		r.apply(rv, rv.d.LeaseAnswer(now, in.From, m.Lease, m.Answer))
@@ -322,8 +327,9 @@ func (r *Runner) apply(rv *runVol, a Actions) bool {
 			}
 		}
 		if a.Promote != 0 {
+			rv.lastTry = time.Now()
 			if err := rep.Promote(a.Promote); err != nil {
-				r.log.Error("cannot promote", "volume", name, "term", a.Promote, "err", err)
+				r.log.Warn("the replica refuses the promotion the failover decided; retrying", "volume", name, "term", a.Promote, "err", err)
 			} else {
 				r.log.Warn("promoted by automatic failover", "volume", name, "term", a.Promote, "why", a.Why)
 			}
@@ -347,6 +353,23 @@ func (r *Runner) apply(rv *runVol, a Actions) bool {
 		}
 	}
 	return true
+}
+
+// reconcile retries a promotion the replica refused (say, its link still
+// believed the dead primary alive): the decision stands, the replica
+// follows once it can. At most one attempt per second.
+func (r *Runner) reconcile(rv *runVol) {
+	isP, _ := rv.d.Primary()
+	if !isP || rv.rv.Replica.Local().Role == RolePrimary || time.Since(rv.lastTry) < time.Second {
+		return
+	}
+	rv.lastTry = time.Now()
+	term, _ := rv.d.Term()
+	if err := rv.rv.Replica.Promote(term); err != nil {
+		r.log.Warn("the replica refuses the promotion the failover decided; retrying", "volume", rv.rv.Decider.Volume, "term", term, "err", err)
+		return
+	}
+	r.log.Warn("promoted by automatic failover (retry)", "volume", rv.rv.Decider.Volume, "term", term)
 }
 
 // publish refreshes the status snapshot and gossips this node's state.

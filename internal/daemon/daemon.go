@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/blkrep/blkrep/failover"
 	"github.com/blkrep/blkrep/internal/config"
 	"github.com/blkrep/blkrep/internal/control"
 	"github.com/blkrep/blkrep/internal/repl"
@@ -47,6 +48,8 @@ type Daemon struct {
 	bus     *control.Bus
 	rln     *repl.Listener // replication listener; nil without replicated volumes
 	mx      metricsEndpoint
+	gossip  *failover.Gossip // nil without automatic failover
+	runner  *failover.Runner
 
 	mu        sync.Mutex
 	listeners []listener
@@ -63,10 +66,11 @@ type replica struct {
 	cfg     *config.Volume
 	replica *config.Replica
 	disks   *volume.Disks
-	store   *store.File    // disks.Data
-	vol     *volume.Volume // nil for meta_disk = "none"
-	rep     *repl.Replica  // nil for a volume with a single replica
-	dev     *device        // nil when no device is configured
+	store   *store.File        // disks.Data
+	vol     *volume.Volume     // nil for meta_disk = "none"
+	rep     *repl.Replica      // nil for a volume with a single replica
+	gate    *repl.FailoverGate // automatic failover's write gate; nil without
+	dev     *device            // nil when no device is configured
 }
 
 // New prepares a daemon for node from cfg. It checks the node's local
@@ -176,6 +180,9 @@ func (d *Daemon) Start() (err error) {
 			v.rep.Start()
 		}
 	}
+	if err := d.startFailover(); err != nil {
+		return err
+	}
 	if d.rln != nil {
 		d.wg.Add(1)
 		go func() {
@@ -255,6 +262,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	if d.ctl != nil {
 		d.ctl.Shutdown(ctx)
 	}
+	d.stopFailover()
 	d.stopMetrics(ctx)
 	if d.rln != nil {
 		d.rln.Close()
@@ -262,7 +270,11 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	for _, v := range d.volumes {
 		if v.rep != nil {
 			// Clients are gone: make the last epoch durable on the peer,
-			// then disconnect.
+			// then disconnect. Nothing is acknowledged to anybody now, so
+			// the failover gate must not hold the flush.
+			if v.gate != nil {
+				v.gate.Close()
+			}
 			v.rep.Flush()
 			v.rep.Close()
 		}

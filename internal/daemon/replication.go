@@ -42,7 +42,11 @@ func (d *Daemon) newReplica(v *replica, log *slog.Logger) (*repl.Replica, error)
 		n, _ := d.cfg.Node(name)
 		peers = append(peers, repl.Peer{Node: name, Address: n.Address})
 	}
+	if vc.Failover {
+		v.gate = repl.NewFailoverGate() // writes wait until failover says this node may acknowledge them
+	}
 	r, err := repl.New(repl.Config{
+		Gate:    v.gate,
 		Cluster: d.cfg.Cluster.Name, Volume: vc.Name, Node: d.node.Name,
 		Protocol: vc.Protocol[0], Peers: peers, Secret: secret,
 		PingInterval: vc.PingInterval, PingTimeout: vc.PingTimeout, Timeout: vc.Timeout, ConnectInterval: vc.ConnectInterval,
@@ -89,6 +93,11 @@ func (d *Daemon) Do(ctx context.Context, req control.Request) (control.Reply, er
 			return refusal(409, "%s", re.Msg)
 		}
 		return err
+	}
+	if v.gate != nil && (req.Action == control.ActionPrimary || req.Action == control.ActionSecondary) {
+		return control.Reply{}, refusal(409, "automatic failover manages the role of %s ([cluster] failover = true): "+
+			"the preferred node is promoted at start and a secondary takes over when the primary dies; "+
+			"set auto_promote = false on the volume to keep a node from being promoted", req.Volume)
 	}
 	switch req.Action {
 	case control.ActionPrimary:

@@ -67,6 +67,27 @@ func (r *Replica) Demote() error {
 	return nil
 }
 
+// StepDown makes the replica Secondary because automatic failover found
+// a newer term: another node is Primary now. Unlike Demote it waits for
+// no peer and no failover gate (the caller set the gate to GateFail, so
+// writes it held fail instead of waiting for a lease that will not come):
+// it flushes the local disk and changes the role.
+func (r *Replica) StepDown() error {
+	if !r.v.Primary() {
+		return nil
+	}
+	ferr := r.v.Flush()
+	if err := r.v.SetPrimary(false, false); err != nil {
+		return err
+	}
+	r.cfg.Event("", "role", "Primary", "Secondary", "a newer failover term exists")
+	r.log.Warn("now Secondary: another node was promoted for a newer term")
+	for _, l := range r.links {
+		l.sendState()
+	}
+	return ferr
+}
+
 // RefusedError is an operator action refused in the current state; its
 // message says why and what to do.
 type RefusedError struct{ Msg string }

@@ -1,0 +1,220 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/blkrep/blkrep/failover"
+	"github.com/blkrep/blkrep/internal/config"
+	"github.com/blkrep/blkrep/internal/control"
+	"github.com/blkrep/blkrep/internal/repl"
+)
+
+// Automatic failover (docs/failover.md): when [cluster] failover = true the
+// daemon joins the gossip on its node's gossip address and runs a
+// failover.Runner over every failing-over volume it votes for: the ones it
+// holds a replica of, or all of them on a witness.
+
+// statePath is where a volume's failover state lives: next to the node's
+// control socket.
+func (d *Daemon) statePath(volume string) string {
+	return filepath.Join(filepath.Dir(d.node.ControlSocket), fmt.Sprintf("%s-%s.failover.json", d.node.Name, volume))
+}
+
+func (d *Daemon) startFailover() error {
+	c := d.cfg.Cluster
+	if !c.Failover || d.node.Gossip == "" {
+		return nil
+	}
+	var vols []failover.RunnerVolume
+	for i := range d.cfg.Volumes {
+		vc := &d.cfg.Volumes[i]
+		if !vc.Failover || !slices.Contains(vc.Voters(d.cfg), d.node.Name) {
+			continue
+		}
+		dc := failover.DeciderConfig{
+			Volume: vc.Name, Voters: vc.Voters(d.cfg), Preferred: vc.Preferred, AutoPromote: vc.AutoPromote,
+			Lease: c.FailoverLease.Milliseconds(),
+		}
+		for _, w := range d.cfg.Witnesses() {
+			if slices.Contains(dc.Voters, w) {
+				dc.Witnesses = append(dc.Witnesses, w)
+			}
+		}
+		if vc.QuorumLoss == config.QuorumLossFail {
+			dc.Policy = failover.PolicyFail
+		}
+		rv := failover.RunnerVolume{Decider: dc, StatePath: d.statePath(vc.Name)}
+		for _, v := range d.volumes {
+			if v.cfg.Name == vc.Name && v.rep != nil {
+				rv.Replica = &replicaControl{d: d, v: v}
+			}
+		}
+		if rv.Replica == nil && !d.node.Witness {
+			continue // the replica did not open (reported at start)
+		}
+		vols = append(vols, rv)
+	}
+	if len(vols) == 0 && !d.node.Witness {
+		return nil
+	}
+	secret, err := d.cfg.LoadSecret()
+	if err != nil {
+		return err
+	}
+	var seeds []string
+	for _, n := range d.cfg.Nodes {
+		if n.Name != d.node.Name && n.Gossip != "" {
+			seeds = append(seeds, n.Gossip)
+		}
+	}
+	log := d.log.With("component", "failover")
+	g, err := failover.StartGossip(failover.GossipConfig{
+		Cluster: c.Name, Node: d.node.Name, Bind: d.node.Gossip, Seeds: seeds, Secret: []byte(secret),
+		ProbeInterval: c.FailoverProbeInterval, ProbeTimeout: c.FailoverProbeTimeout, SuspicionMult: c.FailoverSuspicionMult,
+		Log: log,
+	}, failover.NodeMeta{Witness: d.node.Witness})
+	if err != nil {
+		return fmt.Errorf("node %q: gossip: %w", d.node.Name, err)
+	}
+	r, err := failover.StartRunner(failover.RunnerConfig{
+		Cluster: c.Name, Node: d.node.Name, Witness: d.node.Witness, Gossip: g, Volumes: vols, Log: log,
+		Handler: d.runHandler,
+	})
+	if err != nil {
+		g.Shutdown()
+		return err
+	}
+	d.gossip, d.runner = g, r
+	log.Info("automatic failover running", "gossip", d.node.Gossip, "volumes", len(vols), "witness", d.node.Witness)
+	return nil
+}
+
+// stopFailover leaves the gossip gracefully (the others then do not
+// count this node against quorum) and stops the runner.
+func (d *Daemon) stopFailover() {
+	if d.runner != nil {
+		d.runner.Close()
+	}
+	if d.gossip != nil {
+		if err := d.gossip.Leave(2 * time.Second); err != nil {
+			d.log.Warn("leaving the gossip", "err", err)
+		}
+		d.gossip.Shutdown()
+	}
+}
+
+// runHandler runs a volume's configured handler command with
+// BLKREP_* variables, bounded by handler_timeout. A failure or a timeout
+// is logged and published as an event; it never wedges the daemon.
+func (d *Daemon) runHandler(volume, name string) {
+	var vc *config.Volume
+	for i := range d.cfg.Volumes {
+		if d.cfg.Volumes[i].Name == volume {
+			vc = &d.cfg.Volumes[i]
+		}
+	}
+	if vc == nil {
+		return
+	}
+	cmd := map[string]string{"after-promote": vc.AfterPromote, "before-demote": vc.BeforeDemote,
+		"quorum-lost": vc.QuorumLost, "fence-peer": vc.FencePeer}[name]
+	msg := "no command configured"
+	if cmd != "" {
+		msg = cmd
+	}
+	d.bus.Publish(control.Event{Volume: volume, Kind: "failover-handler", New: name, Message: msg})
+	if cmd == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), vc.HandlerTimeout)
+	defer cancel()
+	c := exec.CommandContext(ctx, "/bin/sh", "-c", cmd)
+	dev := ""
+	for _, v := range d.volumes {
+		if v.cfg.Name == volume {
+			dev = v.replica.Device
+		}
+	}
+	c.Env = append(os.Environ(), "BLKREP_HANDLER="+name, "BLKREP_VOLUME="+volume, "BLKREP_NODE="+d.node.Name,
+		"BLKREP_DEVICE="+dev, "BLKREP_CLUSTER="+d.cfg.Cluster.Name)
+	out, err := c.CombinedOutput()
+	switch {
+	case ctx.Err() != nil:
+		d.log.Error("failover handler timed out", "volume", volume, "handler", name, "timeout", vc.HandlerTimeout, "output", string(out))
+	case err != nil:
+		d.log.Error("failover handler failed", "volume", volume, "handler", name, "err", err, "output", string(out))
+	default:
+		d.log.Info("failover handler done", "volume", volume, "handler", name, "output", string(out))
+	}
+}
+
+// replicaControl adapts a replicated volume to failover.ReplicaControl.
+type replicaControl struct {
+	d *Daemon
+	v *replica
+}
+
+func diskOf(s string) failover.Disk {
+	switch s {
+	case "UpToDate":
+		return failover.DiskUpToDate
+	case "Consistent":
+		return failover.DiskConsistent
+	case "Outdated":
+		return failover.DiskOutdated
+	case "Inconsistent":
+		return failover.DiskInconsistent
+	}
+	return failover.DiskUnknown
+}
+
+func (c *replicaControl) Local() failover.Local {
+	r := c.v.rep
+	l := failover.Local{Role: failover.RoleSecondary, Disk: diskOf(r.DiskState())}
+	if c.v.vol.Primary() {
+		l.Role = failover.RolePrimary
+	}
+	if l.Disk != failover.DiskUpToDate {
+		return l
+	}
+	for _, p := range r.Peers() {
+		if p.Connection == repl.ConnConnected && p.Replication == repl.ReplEstablished && p.Disk == "UpToDate" {
+			l.InSyncWith = append(l.InSyncWith, p.Node)
+		}
+	}
+	return l
+}
+
+func (c *replicaControl) Promote(term uint64) error {
+	if err := c.v.rep.Promote(false); err != nil {
+		return err
+	}
+	c.d.attachIfConfigured(c.v)
+	return nil
+}
+
+func (c *replicaControl) Demote() error {
+	c.v.gate.SetMode(repl.GateFail) // held writes can never be acknowledged now
+	return c.v.rep.StepDown()
+}
+
+func (c *replicaControl) SetWrites(m failover.WriteMode) {
+	switch m {
+	case failover.WritesAccept:
+		c.v.gate.SetMode(repl.GateAccept)
+	case failover.WritesFail:
+		c.v.gate.SetMode(repl.GateFail)
+	default:
+		c.v.gate.SetMode(repl.GateHold)
+	}
+}
+
+func (c *replicaControl) SetOutdated(peer string, confirmed bool) {
+	c.v.gate.SetOutdated(peer, confirmed)
+}
