@@ -4,9 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 )
@@ -471,18 +469,7 @@ func TestRestartAfterBothCrash(t *testing.T) {
 }
 
 func TestRandomFaults(t *testing.T) {
-	seeds := 200
-	if testing.Short() {
-		seeds = 40
-	}
-	base := uint64(1)
-	if s := os.Getenv("FAILOVER_SIM_SEED"); s != "" {
-		n, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatal(err)
-		}
-		base, seeds = n, 1
-	}
+	base, seeds := simSeeds(t, 200)
 	promotions := 0
 	for i := 0; i < seeds; i++ {
 		seed := base + uint64(i)

@@ -127,19 +127,25 @@ type simNode struct {
 	dataTerm uint64
 }
 
-func TestVoterSimulation(t *testing.T) {
-	seeds := 300
-	if testing.Short() {
-		seeds = 60
-	}
-	base := uint64(1)
+// simSeeds returns the first seed and how many schedules to run: n (n/5
+// with -short), or the one FAILOVER_SIM_SEED names.
+func simSeeds(t *testing.T, n int) (base uint64, count int) {
+	t.Helper()
 	if s := os.Getenv("FAILOVER_SIM_SEED"); s != "" {
-		n, err := strconv.ParseUint(s, 10, 64)
+		v, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
 			t.Fatalf("FAILOVER_SIM_SEED=%q: %v", s, err)
 		}
-		base, seeds = n, 1
+		return v, 1
 	}
+	if testing.Short() {
+		n /= 5
+	}
+	return 1, n
+}
+
+func TestVoterSimulation(t *testing.T) {
+	base, seeds := simSeeds(t, 300)
 	elections := 0
 	for i := 0; i < seeds; i++ {
 		seed := base + uint64(i)
