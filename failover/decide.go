@@ -348,8 +348,18 @@ func (d *Decider) trackData() {
 	if p == "" || p == d.cfg.Self || !slices.Contains(d.local.InSyncWith, p) || d.local.Disk != DiskUpToDate {
 		return
 	}
-	if m, ok := d.members[p]; ok && m.Vol != nil && m.Vol.Role == RolePrimary && m.Vol.Term > d.dataTerm {
-		d.dataTerm = m.Vol.Term
+	// The primary's term: from its own lease request to this node's voter
+	// (authoritative, and there before gossip spreads its metadata), or
+	// from its gossiped state.
+	t := uint64(0)
+	if rec := d.voter.Record(); rec.Primary == p {
+		t = rec.PrimaryTerm
+	}
+	if m, ok := d.members[p]; ok && m.Vol != nil && m.Vol.Role == RolePrimary {
+		t = max(t, m.Vol.Term)
+	}
+	if t > d.dataTerm {
+		d.dataTerm = t
 	}
 }
 
