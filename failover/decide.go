@@ -463,20 +463,6 @@ func (d *Decider) candidate() Actions {
 	return Actions{}
 }
 
-// BecomePrimary makes this node primary of a term it won outside the
-// automatic path (blkrep primary, or an operator's forced promotion at a
-// term above every known one). It then renews leases like any primary.
-func (d *Decider) BecomePrimary(now int64, term uint64) Actions {
-	d.now = max(d.now, now)
-	d.term = max(d.term, term)
-	d.phase, d.electTerm, d.electStart = phaseCandidate, term, d.now
-	d.grants = map[string]bool{}
-	for _, v := range d.cfg.Voters {
-		d.grants[v] = true
-	}
-	return d.candidate()
-}
-
 func (d *Decider) renew() Actions {
 	d.seq++
 	d.lastRenew = d.now

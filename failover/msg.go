@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"unicode"
 	"unicode/utf8"
 )
 
@@ -49,7 +48,6 @@ var ErrBadMsg = errors.New("failover: malformed message")
 
 const (
 	msgVersion     = 1
-	msgMaxName     = 64
 	msgMaxReason   = 1024
 	msgMaxOutdated = 32
 	msgMagic0      = 'b'
@@ -72,19 +70,14 @@ func (e *msgEnc) name(s string, what string, empty bool) {
 	e.b = append(e.b, s...)
 }
 
+// checkMsgName checks a name in a message with the rule node and volume
+// names follow everywhere in failover (checkName); empty allows "".
 func checkMsgName(s, what string, empty bool) error {
-	switch {
-	case s == "" && empty:
+	if s == "" && empty {
 		return nil
-	case s == "" || len(s) > msgMaxName:
-		return fmt.Errorf("%w: %s %q must be 1 to %d bytes", ErrBadMsg, what, s, msgMaxName)
-	case !utf8.ValidString(s):
-		return fmt.Errorf("%w: %s is not UTF-8", ErrBadMsg, what)
 	}
-	for _, r := range s {
-		if unicode.IsControl(r) {
-			return fmt.Errorf("%w: %s %q has a control character", ErrBadMsg, what, s)
-		}
+	if err := checkName(s); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrBadMsg, what, err)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -148,15 +149,7 @@ func (r *Runner) Status() []VolumeStatus {
 	for _, s := range r.status {
 		out = append(out, s)
 	}
-	slices.SortFunc(out, func(a, b VolumeStatus) int {
-		if a.Volume < b.Volume {
-			return -1
-		}
-		if a.Volume > b.Volume {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b VolumeStatus) int { return strings.Compare(a.Volume, b.Volume) })
 	return out
 }
 
