@@ -105,12 +105,14 @@ func TestRunnerFailover(t *testing.T) {
 		}
 		g, _ := start(t, fastConfig(n, addrs[n], seeds...), NodeMeta{Witness: n == "witness"})
 		var rep ReplicaControl
+		w.mu.Lock() // the runners started already read the world
 		if n != "witness" {
 			f := &fakeReplica{w: w, name: n, outdated: map[string]bool{}}
 			w.reps[n] = f
 			rep = f
 		}
 		w.alive[n] = true
+		w.mu.Unlock()
 		r, err := StartRunner(RunnerConfig{Cluster: testCluster, Node: n, Witness: n == "witness", Gossip: g,
 			Tick: 20 * time.Millisecond, Log: testLogger(t, n),
 			Volumes: []RunnerVolume{{Replica: rep, StatePath: filepath.Join(dir, n+"-r0.json"),
@@ -134,8 +136,8 @@ func TestRunnerFailover(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	time.Sleep(time.Second)
-	if beta.accepting() || beta.role != RoleSecondary {
-		t.Fatalf("beta is %s", beta.role)
+	if role := beta.Local().Role; beta.accepting() || role != RoleSecondary {
+		t.Fatalf("beta is %s", role)
 	}
 
 	// alpha's process dies.
