@@ -136,6 +136,7 @@ type Decider struct {
 	electTerm  uint64
 	electStart int64
 	grants     map[string]bool
+	refused    map[string]int64 // voter -> its retry hint (0 none)
 	backoff    int64
 
 	// primary
@@ -228,6 +229,34 @@ func (d *Decider) Primary() (primary, accepting bool) {
 	return d.phase == phasePrimary, d.phase == phasePrimary && d.accepting
 }
 
+// Quorum reports whether this node sees a majority of the voters that
+// count (itself included), and which voters it sees alive.
+func (d *Decider) Quorum() (bool, []string) {
+	var seen []string
+	for _, v := range d.counted() {
+		if d.alive(v) {
+			seen = append(seen, v)
+		}
+	}
+	ok, _ := d.majority(d.alive)
+	return ok, seen
+}
+
+// Outdated returns, on a primary, the peers it declared out of sync and
+// which of them a majority has recorded so far.
+func (d *Decider) Outdated() (all, confirmed []string) {
+	if d.phase != phasePrimary {
+		return nil, nil
+	}
+	for _, p := range d.outdated {
+		all = append(all, p)
+		if d.confirmed[p] {
+			confirmed = append(confirmed, p)
+		}
+	}
+	return all, confirmed
+}
+
 // DataTerm returns the term whose acknowledged writes this replica holds
 // (store it with the replica's metadata when it changes).
 func (d *Decider) DataTerm() uint64 { return d.dataTerm }
@@ -300,8 +329,12 @@ func (d *Decider) HandleLease(now int64, req LeaseReq) (Answer, Actions) {
 // VoteAnswer handles a voter's answer to this node's vote request.
 func (d *Decider) VoteAnswer(now int64, from string, req VoteReq, a Answer) Actions {
 	d.learn(a.Term, "")
-	if a.Granted && d.phase == phaseCandidate && req.Term == d.electTerm {
-		d.grants[from] = true
+	if d.phase == phaseCandidate && req.Term == d.electTerm && req.Candidate == d.cfg.Self {
+		if a.Granted {
+			d.grants[from] = true
+		} else {
+			d.refused[from] = a.Retry
+		}
 	}
 	return d.step(now)
 }
@@ -394,8 +427,19 @@ func (d *Decider) blocked() string {
 		}
 		return ""
 	}
+	// The primary is gone when the gossip declares it dead (or it left),
+	// or when it is suspect and has not renewed its lease at this node's
+	// voter for a whole lease: it stopped acknowledging writes by then
+	// unless a majority without this node still renews it, and then the
+	// others refuse the vote (docs/failover.md, "When the primary is gone").
+	leasePrim, leaseRuns := d.voter.LeaseRunning(d.now)
 	if m, ok := d.members[p]; ok && m.State != StateDead && m.State != StateLeft {
-		return fmt.Sprintf("primary %s is %s, not dead", p, m.State)
+		if m.State != StateSuspect || (leaseRuns && leasePrim == p) {
+			return fmt.Sprintf("primary %s is %s, not dead", p, m.State)
+		}
+	}
+	if leaseRuns {
+		return fmt.Sprintf("the lease this node granted to %s runs %d ms more", leasePrim, d.voter.LeaseLeft(d.now))
 	}
 	if d.dataTerm < d.term && d.dataTerm < d.voter.Record().PrimaryTerm {
 		return fmt.Sprintf("this node was not in sync with the primary of term %d", d.term)
@@ -410,22 +454,16 @@ func (d *Decider) maybeElect() Actions {
 	if d.backoff > d.now {
 		return Actions{Why: "waiting before the next election"}
 	}
+	// The candidate's term is not adopted (nor gossiped) until a voter
+	// records it: a refused election leaves every term as it was, so a
+	// node that wrongly believes the primary gone cannot depose it
+	// (Raft's pre-vote, obtained here from the leases).
 	d.phase = phaseCandidate
 	d.electTerm = d.term + 1
-	d.term = d.electTerm
 	d.electStart = d.now
-	d.grants = map[string]bool{}
+	d.grants, d.refused = map[string]bool{}, map[string]int64{}
 	req := VoteReq{Term: d.electTerm, Candidate: d.cfg.Self, DataTerm: d.dataTerm}
 	var a Actions
-	if ans, changed := d.voter.Vote(req, d.now); changed || ans.Granted {
-		if changed {
-			r := d.voter.Record()
-			a.Persist = &r
-		}
-		if ans.Granted {
-			d.grants[d.cfg.Self] = true
-		}
-	}
 	for _, v := range d.cfg.Voters {
 		if v != d.cfg.Self {
 			a.Sends = append(a.Sends, Send{To: v, Vote: &req})
@@ -441,26 +479,60 @@ func (d *Decider) candidate() Actions {
 		d.phase = phaseSecondary
 		return Actions{Why: fmt.Sprintf("term %d is newer than the election's term %d", d.term, d.electTerm)}
 	}
-	if ok, _ := d.majority(func(v string) bool { return d.grants[v] }); ok {
+	self := d.cfg.Self
+	if ok, _ := d.majority(func(v string) bool { return d.grants[v] || v == self }); ok {
+		// A majority with this node's own vote: record that vote (it is
+		// stored before the promotion is carried out) and promote.
+		var a Actions
+		ans, changed := d.voter.Vote(VoteReq{Term: d.electTerm, Candidate: self, DataTerm: d.dataTerm}, d.now)
+		if changed {
+			r := d.voter.Record()
+			a.Persist = &r
+		}
+		if !ans.Granted {
+			d.phase = phaseSecondary
+			d.backoff = d.now + d.retryAfter(ans.Retry)
+			a.Why = fmt.Sprintf("election for term %d: this node's own voter refuses: %s", d.electTerm, ans.Reason)
+			return a
+		}
+		d.learn(d.electTerm, "")
 		d.phase = phasePrimary
-		d.pterm, d.dataTerm, d.lastPrim = d.electTerm, d.electTerm, d.cfg.Self
+		d.pterm, d.dataTerm, d.lastPrim = d.electTerm, d.electTerm, self
 		d.seq, d.granted, d.seqSent, d.grantSeq = 0, map[string]int64{}, map[uint64]int64{}, map[string]uint64{}
 		d.outdated, d.outdateSeq, d.confirmed = nil, map[string]uint64{}, map[string]bool{}
 		d.accepting, d.lostQuorum = false, false
-		a := Actions{Promote: d.electTerm, HoldWrites: true, Handlers: []string{"after-promote"},
-			Why: fmt.Sprintf("elected for term %d", d.electTerm)}
+		a.merge(Actions{Promote: d.electTerm, HoldWrites: true, Handlers: []string{"after-promote"},
+			Why: fmt.Sprintf("elected for term %d", d.electTerm)})
 		a.merge(d.renew())
 		a.merge(d.primary())
 		return a
 	}
-	if d.now-d.electStart >= d.cfg.ElectionTimeout {
+	// Every voter that could still grant, this node included: when they
+	// are no majority, the election is over now rather than at its
+	// timeout.
+	possible, _ := d.majority(func(v string) bool { _, no := d.refused[v]; return !no })
+	if !possible || d.now-d.electStart >= d.cfg.ElectionTimeout {
 		d.phase = phaseSecondary
-		// Back off a little, longer for nodes later in the voter list, so
-		// two candidates do not keep splitting the vote.
-		d.backoff = d.now + d.cfg.ElectionTimeout/2*int64(1+slices.Index(d.cfg.Voters, d.cfg.Self)%4)
+		var wait int64
+		for _, r := range d.refused {
+			wait = max(wait, r)
+		}
+		d.backoff = d.now + d.retryAfter(wait)
 		return Actions{Why: fmt.Sprintf("election for term %d got no majority", d.electTerm)}
 	}
 	return Actions{}
+}
+
+// retryAfter is how long a candidate waits before its next election:
+// just past the longest lease a refusing voter reported still running,
+// or (no such hint) half an election timeout, longer for nodes later in
+// the voter list so that two candidates do not keep splitting the vote.
+func (d *Decider) retryAfter(lease int64) int64 {
+	idx := int64(slices.Index(d.cfg.Voters, d.cfg.Self) % 4)
+	if lease > 0 {
+		return lease + 1 + idx*max(d.cfg.Margin/4, 1)
+	}
+	return d.cfg.ElectionTimeout / 2 * (1 + idx)
 }
 
 func (d *Decider) renew() Actions {

@@ -434,18 +434,43 @@ func TestGracefulStopDoesNotCount(t *testing.T) {
 	}
 }
 
+// A primary that keeps disappearing for less than a lease is suspect
+// each time, never dead, and keeps its lease: it is not replaced.
 func TestFlappingPrimaryNotReplaced(t *testing.T) {
 	c := newCluster(t, true, nil)
-	c.detect = 3 * c.cfg.Lease // suspect for longer than a lease
+	c.detect = 3 * c.cfg.Lease
 	c.waitAccepting("alpha", 20)
 	for i := 0; i < 10; i++ {
 		c.partition([]string{"alpha"}, []string{"beta", "witness"})
-		c.run(int(c.detect) - 2) // suspect, never dead
+		c.run(int(c.cfg.Lease/2) - 1) // suspect, its leases still running
 		c.heal()
-		c.run(3)
+		c.run(int(c.cfg.Lease / 2))
 	}
 	if c.nodes["beta"].role != RoleSecondary {
-		c.fail("beta promoted although alpha was never dead")
+		c.fail("beta promoted although alpha never went without a lease")
+	}
+}
+
+// A primary suspect for longer than a lease has lost its majority lease
+// (it holds its writes): the others replace it before the gossip calls it
+// dead, and it never accepts again in its old term.
+func TestSuspectWithoutLeaseReplaced(t *testing.T) {
+	c := newCluster(t, true, nil)
+	c.detect = 10 * c.cfg.Lease
+	c.waitAccepting("alpha", 20)
+	c.run(20) // beta in sync
+	c.partition([]string{"alpha"}, []string{"beta", "witness"})
+	took := c.waitAccepting("beta", int(3*c.cfg.Lease))
+	if int64(took) >= c.detect {
+		c.fail("beta waited for alpha's death (%d ticks) rather than its lease", took)
+	}
+	if c.nodes["alpha"].accepted {
+		c.fail("alpha still accepts")
+	}
+	c.heal()
+	c.run(int(2 * c.cfg.Lease))
+	if c.nodes["alpha"].role == RolePrimary {
+		c.fail("alpha is still primary after the heal")
 	}
 }
 

@@ -49,6 +49,7 @@ var ErrBadMsg = errors.New("failover: malformed message")
 const (
 	msgVersion     = 1
 	msgMaxReason   = 1024
+	msgMaxRetry    = 3600 * 1000 // an hour of milliseconds
 	msgMaxOutdated = 32
 	msgMagic0      = 'b'
 	msgMagic1      = 'f'
@@ -129,6 +130,10 @@ func EncodeMsg(m Msg) ([]byte, error) {
 		}
 		e.b = binary.BigEndian.AppendUint16(e.b, uint16(len(a.Reason)))
 		e.b = append(e.b, a.Reason...)
+		if a.Retry < 0 || a.Retry > msgMaxRetry {
+			return nil, fmt.Errorf("%w: answer's retry %d outside 0..%d", ErrBadMsg, a.Retry, msgMaxRetry)
+		}
+		e.uv(uint64(a.Retry))
 	}
 	if e.err != nil {
 		return nil, e.err
@@ -262,6 +267,11 @@ func DecodeMsg(b []byte) (Msg, error) {
 					d.b = d.b[n:]
 				}
 			}
+		}
+		if r := d.uv("answer's retry"); d.err == nil && r > msgMaxRetry {
+			d.fail("answer's retry %d, at most %d", r, msgMaxRetry)
+		} else {
+			m.Answer.Retry = int64(r)
 		}
 	}
 	if d.err == nil && len(d.b) != 0 {

@@ -2,6 +2,7 @@ package failover
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"reflect"
 	"strings"
@@ -17,6 +18,8 @@ func sampleMsgs() []Msg {
 			Answer: Answer{Granted: true, Term: 7, Primary: "alpha", PrimaryTerm: 6}},
 		{Kind: MsgLeaseAnswer, Volume: "r0", Lease: LeaseReq{Term: 6, Primary: "alpha", Seq: 9},
 			Answer: Answer{Term: 7, Reason: "term 6 is over: this voter is at term 7"}},
+		{Kind: MsgVoteAnswer, Volume: "r0", Vote: VoteReq{Term: 8, Candidate: "beta", DataTerm: 7},
+			Answer: Answer{Term: 7, Primary: "alpha", PrimaryTerm: 7, Reason: "lease running", Retry: 1234}},
 	}
 }
 
@@ -50,7 +53,8 @@ func TestMsgRejects(t *testing.T) {
 		{"kind", append([]byte{'b', 'f', 1, 9}, good[4:]...), "unknown kind 9"},
 		{"truncated", good[:len(good)-1], "truncated"},
 		{"trailing", append(bytes.Clone(good), 0), "1 trailing bytes"},
-		{"answer flags", func() []byte { b := bytes.Clone(ans); b[len(b)-11] = 2; return b }(), "unknown answer flags 0x2"},
+		{"answer flags", func() []byte { b := bytes.Clone(ans); b[len(b)-12] = 2; return b }(), "unknown answer flags 0x2"},
+		{"retry", func() []byte { b := bytes.Clone(ans); return binary.AppendUvarint(b[:len(b)-1], 3600*1000+1) }(), "answer's retry 3600001"},
 	} {
 		_, err := DecodeMsg(tc.b)
 		if err == nil || !errors.Is(err, ErrBadMsg) || !strings.Contains(err.Error(), tc.want) {

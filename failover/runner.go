@@ -56,6 +56,10 @@ type RunnerConfig struct {
 	// Handler runs a configured handler ("after-promote", ...) for a
 	// volume; called on its own goroutine. Nil: handlers are logged only.
 	Handler func(volume, name string)
+	// Notify, when set, is called from the loop with a volume's status
+	// whenever its term, primary, role, write mode, quorum, outdated set
+	// or explanation changes (events). It must not block.
+	Notify func(VolumeStatus)
 }
 
 // Runner drives the Deciders of one node: it feeds them membership,
@@ -89,7 +93,21 @@ type VolumeStatus struct {
 	IsPrimary bool
 	Accepting bool
 	DataTerm  uint64
-	Why       string // the last decision's explanation
+	// Quorum: this node sees a majority of the voters that count; Seen
+	// lists the voters it sees alive (itself included).
+	Quorum bool
+	Seen   []string
+	// Outdated: on a primary, the peers it declared out of sync (they
+	// miss acknowledged writes and cannot be promoted); Confirmed, those
+	// a majority of voters has recorded.
+	Outdated, Confirmed []string
+	Why                 string // the last decision's explanation
+}
+
+func (s VolumeStatus) same(o VolumeStatus) bool {
+	return s.Volume == o.Volume && s.Term == o.Term && s.Primary == o.Primary && s.IsPrimary == o.IsPrimary &&
+		s.Accepting == o.Accepting && s.DataTerm == o.DataTerm && s.Quorum == o.Quorum && s.Why == o.Why &&
+		slices.Equal(s.Seen, o.Seen) && slices.Equal(s.Outdated, o.Outdated) && slices.Equal(s.Confirmed, o.Confirmed)
 }
 
 // StartRunner loads every volume's state file, builds the deciders and
@@ -373,8 +391,14 @@ func (r *Runner) publish() {
 		rv := r.vols[name]
 		term, prim := rv.d.Term()
 		isP, acc := rv.d.Primary()
-		r.status[name] = VolumeStatus{Volume: name, Term: term, Primary: prim, IsPrimary: isP,
-			Accepting: acc, DataTerm: rv.d.DataTerm(), Why: rv.why}
+		q, seen := rv.d.Quorum()
+		out, conf := rv.d.Outdated()
+		st := VolumeStatus{Volume: name, Term: term, Primary: prim, IsPrimary: isP,
+			Accepting: acc, DataTerm: rv.d.DataTerm(), Quorum: q, Seen: seen, Outdated: out, Confirmed: conf, Why: rv.why}
+		if old, ok := r.status[name]; (!ok || !old.same(st)) && r.cfg.Notify != nil {
+			r.cfg.Notify(st)
+		}
+		r.status[name] = st
 		if rv.rv.Replica != nil {
 			l := rv.rv.Replica.Local()
 			role := RoleSecondary

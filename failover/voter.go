@@ -50,6 +50,10 @@ type Answer struct {
 	Primary     string
 	PrimaryTerm uint64
 	Reason      string // why it was refused ("" when granted)
+	// Retry: for a vote refused because a lease runs, the ticks until it
+	// expires on the voter's clock (a candidate retries then rather than
+	// after a fixed backoff); 0 otherwise.
+	Retry int64
 }
 
 // Voter applies the voting and lease rules of docs/failover.md for one
@@ -91,6 +95,15 @@ func (v *Voter) LeaseRunning(now int64) (string, bool) {
 		return "", false
 	}
 	return v.rec.Primary, true
+}
+
+// LeaseLeft returns how long the lease granted to the primary still runs
+// at now (0 when none runs).
+func (v *Voter) LeaseLeft(now int64) int64 {
+	if _, ok := v.LeaseRunning(now); !ok {
+		return 0
+	}
+	return v.leaseUntil - now
 }
 
 func (v *Voter) refuse(format string, args ...any) Answer {
@@ -148,7 +161,9 @@ func (v *Voter) Vote(req VoteReq, now int64) (a Answer, changed bool) {
 		return v.refuse("term %d has primary %s", r.Term, r.Primary), false
 	}
 	if p, ok := v.LeaseRunning(now); ok && p != req.Candidate {
-		return v.refuse("the lease of primary %s (term %d) is still running", p, r.PrimaryTerm), false
+		a := v.refuse("the lease of primary %s (term %d) is still running (%d ms more)", p, r.PrimaryTerm, v.leaseUntil-now)
+		a.Retry = v.leaseUntil - now
+		return a, false
 	}
 	if slices.Contains(r.Outdated, req.Candidate) {
 		return v.refuse("%s was outdated by primary %s in term %d: it misses acknowledged writes",
