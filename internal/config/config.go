@@ -338,7 +338,11 @@ type Volume struct {
 	AfterPromote string
 	BeforeDemote string
 	FencePeer    string
-	QuorumLost   string
+	// TwoNode allows failover with only two voters (the two replicas, no
+	// witness): a node then counts the other as gone once the fence_peer
+	// handler proved it outdated or powered off (required with it).
+	TwoNode    bool
+	QuorumLost string
 	// HandlerTimeout bounds each run of those handlers, in
 	// [MinHandlerTimeout, MaxHandlerTimeout].
 	HandlerTimeout time.Duration

@@ -465,7 +465,7 @@ func init() {
 			c.toml = strings.Replace(c.toml, "witness = true\n", "", 1)
 			c.toml = strings.Replace(c.toml, "[[node]]\nname = \"witness\"\n", "", 1)
 			c.want = []string{`config: volume "r0": replica: failover needs at least 3 voters (the nodes holding a replica, and the witnesses), but volume "r0" has 2, "alpha" and "beta": ` +
-				`losing either node would stop writes on the other; add a node with witness = true`}
+				`losing either node would stop writes on the other; add a node with witness = true (or, at your own risk, two_node = true with a fence_peer handler)`}
 		case "disk is a device of the node":
 			c.toml = "[[node]]\nname = \"alpha\"\n" + vol("r0", "alpha", `  device = "/dev/nbd3"`) +
 				strings.Replace(vol("r1", "alpha", ""), `disk = "alpha-r1.img"`, `disk = "/dev/nbd3"`, 1)
@@ -1113,7 +1113,7 @@ func TestSchemaKeys(t *testing.T) {
 		"volume": "name size description block_size device_timeout dead_conn_timeout bytes_per_bit al_extents peer_slots " +
 			"protocol ping_interval ping_timeout timeout connect_interval max_epoch_writes " +
 			"resync_rate_max resync_rate_min resync_in_flight resync_checksums after_split_brain split_brain_handler " +
-			"auto_promote preferred quorum_loss after_promote before_demote fence_peer quorum_lost handler_timeout replica",
+			"auto_promote preferred quorum_loss after_promote before_demote fence_peer two_node quorum_lost handler_timeout replica",
 		"volume.replica": "node disk create nbd_socket device meta_disk",
 	}
 	if len(schema) != len(want) {
@@ -1346,6 +1346,7 @@ func TestFailoverKeysApply(t *testing.T) {
 		"fence_peer":      `fence_peer = "/bin/true"`,
 		"quorum_lost":     `quorum_lost = "/bin/true"`,
 		"handler_timeout": `handler_timeout = "1m"`,
+		"two_node":        "two_node = true",
 	}
 	single := func(head, line string) string {
 		return head + strings.Replace(vol("r0", "alpha", ""), `size = "1MiB"`, "size = \"1MiB\"\n"+line, 1)
@@ -1398,9 +1399,34 @@ gossip = "10.0.0.3:7946"
 		`config: node "alpha": gossip: is required because failover needs every voter's gossip address (it holds a replica of replicated volume "r0")`,
 		`config: node "beta": gossip: is required because failover needs every voter's gossip address (it holds a replica of replicated volume "r0")`,
 		`config: volume "r0": replica: failover needs at least 3 voters (the nodes holding a replica, and the witnesses), but volume "r0" has 2, "alpha" and "beta": ` +
-			`losing either node would stop writes on the other; add a node with witness = true`,
+			`losing either node would stop writes on the other; add a node with witness = true (or, at your own risk, two_node = true with a fence_peer handler)`,
 	}
 	if got := err.Error(); got != strings.Join(want, "\n") {
 		t.Errorf("errors:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
+	}
+}
+
+// TestTwoNode: two_node = true lets two voters fail over, only with a
+// fence_peer handler and only without a witness.
+func TestTwoNode(t *testing.T) {
+	noWitness := func(keys string) string {
+		s := voters("witness", "", keys)
+		s = strings.Replace(s, "witness = true\n", "", 1)
+		return strings.Replace(s, "[[node]]\nname = \"witness\"\n", "", 1)
+	}
+	c, err := Parse([]byte(noWitness("two_node = true\nfence_peer = \"/usr/local/bin/fence\"\n")), testDir)
+	if err != nil || !c.Volumes[0].TwoNode || c.Volumes[0].FencePeer == "" {
+		t.Fatalf("two nodes with two_node and fence_peer: %v", err)
+	}
+	for _, tc := range []struct{ in, want string }{
+		{noWitness("two_node = true\n"), `config: volume "r0": two_node: two_node = true needs a fence_peer handler`},
+		{voters("witness", `gossip = "10.0.0.3:7946"`, "two_node = true\nfence_peer = \"/bin/true\"\n"),
+			`config: volume "r0": two_node: applies only to a volume with exactly two voters (two replicas and no witness), but volume "r0" has 3: alpha, beta, witness`},
+		{noWitness("two_node = \"yes\"\nfence_peer = \"/bin/true\"\n"), `two_node`},
+	} {
+		_, err := Parse([]byte(tc.in), testDir)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v\nwant %s", err, tc.want)
+		}
 	}
 }

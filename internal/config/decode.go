@@ -71,6 +71,7 @@ type rawVolume struct {
 	AfterPromote      field        `toml:"after_promote"`
 	BeforeDemote      field        `toml:"before_demote"`
 	FencePeer         field        `toml:"fence_peer"`
+	TwoNode           field        `toml:"two_node"`
 	QuorumLost        field        `toml:"quorum_lost"`
 	HandlerTimeout    field        `toml:"handler_timeout"`
 	Replica           []rawReplica `toml:"replica"`

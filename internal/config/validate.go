@@ -274,9 +274,13 @@ func (v *validator) failoverVoters(c *Config) {
 		}
 		// Fewer than two is a problem with the replicas, reported with them;
 		// with a witness key in error, the count is not known.
-		if len(voters) == 2 && !v.badWitness {
+		switch {
+		case vol.TwoNode && len(voters) != 2 && !v.badWitness:
+			v.failf(label("volume", vol.Name, i), "two_node", "applies only to a volume with exactly two voters (two replicas and no witness), but %s has %d: %s",
+				label("volume", vol.Name, i), len(voters), strings.Join(voters, ", "))
+		case len(voters) == 2 && !v.badWitness && !vol.TwoNode:
 			v.failf(label("volume", vol.Name, i), "replica", "failover needs at least %d voters (the nodes holding a replica, and the witnesses), but %s has 2, %q and %q: "+
-				"losing either node would stop writes on the other; add a node with witness = true", MinFailoverVoters, label("volume", vol.Name, i), voters[0], voters[1])
+				"losing either node would stop writes on the other; add a node with witness = true (or, at your own risk, two_node = true with a fence_peer handler)", MinFailoverVoters, label("volume", vol.Name, i), voters[0], voters[1])
 		}
 	}
 	for _, w := range witnesses {
@@ -700,7 +704,7 @@ func (v *validator) failoverKeys(sec string, raw *rawVolume, vol *Volume) {
 	}{
 		{"auto_promote", raw.AutoPromote}, {"preferred", raw.Preferred}, {"quorum_loss", raw.QuorumLoss},
 		{"after_promote", raw.AfterPromote}, {"before_demote", raw.BeforeDemote}, {"fence_peer", raw.FencePeer},
-		{"quorum_lost", raw.QuorumLost}, {"handler_timeout", raw.HandlerTimeout},
+		{"quorum_lost", raw.QuorumLost}, {"handler_timeout", raw.HandlerTimeout}, {"two_node", raw.TwoNode},
 	}
 	why := ""
 	switch off := v.failoverKnown && !v.failover; {
@@ -757,6 +761,12 @@ func (v *validator) failoverKeys(sec string, raw *rawVolume, vol *Volume) {
 	}
 	if d, ok := v.durationIn(sec, "handler_timeout", raw.HandlerTimeout, MinHandlerTimeout, MaxHandlerTimeout); ok {
 		vol.HandlerTimeout = d
+	}
+	if b, ok := v.boolean(sec, "two_node", raw.TwoNode); ok && b {
+		vol.TwoNode = true
+		if vol.FencePeer == "" && !raw.FencePeer.set {
+			v.failf(sec, "two_node", "two_node = true needs a fence_peer handler: with two voters a node may take over only once the handler proved the other outdated (exit 3 or 4) or powered off (exit 7)")
+		}
 	}
 }
 
