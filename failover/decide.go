@@ -35,6 +35,10 @@ type DeciderConfig struct {
 	// Lease). All in ticks.
 	Lease, Renew, Margin, ElectionTimeout int64
 	Policy                                Policy
+	// TwoNode: two voters and no witness (config two_node = true). A node
+	// that lost the other asks for the fence-peer handler (Actions.Fence)
+	// and, once it succeeded (FenceDone), counts the other as gone.
+	TwoNode bool
 }
 
 // MemberView is one node as the gossip layer sees it, reduced to the
@@ -62,6 +66,9 @@ type Send struct {
 	To    string
 	Vote  *VoteReq
 	Lease *LeaseReq
+	// Release and Handover: a planned switchover (Decider.Handover).
+	Release  *LeaseReq
+	Handover *VoteReq
 }
 
 // Actions is what one call asks the caller to do, in this order: store
@@ -87,6 +94,9 @@ type Actions struct {
 	OutdateCleared []string
 	// Handlers to run ("after-promote", "before-demote", "quorum-lost").
 	Handlers []string
+	// Fence: run the fence-peer handler against this peer and report the
+	// outcome with FenceDone (TwoNode only).
+	Fence string
 	// Why explains the decision in one line for status and logs.
 	Why string
 }
@@ -104,6 +114,9 @@ func (a *Actions) merge(b Actions) {
 	a.OutdateConfirmed = append(a.OutdateConfirmed, b.OutdateConfirmed...)
 	a.OutdateCleared = append(a.OutdateCleared, b.OutdateCleared...)
 	a.Handlers = append(a.Handlers, b.Handlers...)
+	if b.Fence != "" {
+		a.Fence = b.Fence
+	}
 	if b.Why != "" {
 		a.Why = b.Why
 	}
@@ -138,6 +151,21 @@ type Decider struct {
 	grants     map[string]bool
 	refused    map[string]int64 // voter -> its retry hint (0 none)
 	backoff    int64
+
+	// planned switchover: the node this one handed over to, and until
+	// when it does not elect itself; on the node asked to take over, who
+	// asked and until when the request holds.
+	handoverTo    string
+	quietUntil    int64
+	handoverFrom  string
+	handoverUntil int64
+
+	// two nodes: peers the fence-peer handler fenced (they do not count
+	// until they are back), the one being fenced, no new attempt before
+	// fenceAfter.
+	fenced     map[string]bool
+	fencing    string
+	fenceAfter int64
 
 	// primary
 	pterm      uint64 // term this node is primary in
@@ -177,7 +205,10 @@ func NewDecider(cfg DeciderConfig, rec VoterRecord, dataTerm uint64, now int64) 
 	if cfg.Renew >= cfg.Lease-cfg.Margin {
 		return nil, fmt.Errorf("failover: renew interval %d must be shorter than the lease %d minus its margin %d", cfg.Renew, cfg.Lease, cfg.Margin)
 	}
-	d := &Decider{cfg: cfg, voter: NewVoter(rec, cfg.Lease, now), members: map[string]MemberView{},
+	if cfg.TwoNode && (len(cfg.Voters) != 2 || len(cfg.Witnesses) != 0) {
+		return nil, fmt.Errorf("failover: two-node mode needs exactly two voters and no witness, not %v", cfg.Voters)
+	}
+	d := &Decider{cfg: cfg, voter: NewVoter(rec, cfg.Lease, now), members: map[string]MemberView{}, fenced: map[string]bool{},
 		term: rec.Term, dataTerm: dataTerm, lastPrim: rec.Primary, now: now}
 	return d, nil
 }
@@ -190,6 +221,9 @@ func (d *Decider) counted() []string {
 	var out []string
 	for _, v := range d.cfg.Voters {
 		if m, ok := d.members[v]; ok && m.State == StateLeft && v != d.cfg.Self {
+			continue
+		}
+		if d.fenced[v] {
 			continue
 		}
 		out = append(out, v)
@@ -241,6 +275,10 @@ func (d *Decider) Quorum() (bool, []string) {
 	ok, _ := d.majority(d.alive)
 	return ok, seen
 }
+
+// Counted returns the voters that count for quorum now: all but those
+// that left gracefully and those fenced (two-node mode).
+func (d *Decider) Counted() []string { return d.counted() }
 
 // Outdated returns, on a primary, the peers it declared out of sync and
 // which of them a majority has recorded so far.
@@ -362,6 +400,7 @@ func (d *Decider) step(now int64) Actions {
 		d.now = now
 	}
 	var a Actions
+	d.unfence()
 	switch d.phase {
 	case phaseSecondary:
 		d.trackData()
@@ -408,8 +447,13 @@ func (d *Decider) blocked() string {
 	case d.local.Disk != DiskUpToDate:
 		return fmt.Sprintf("the local disk is %s, not UpToDate", d.local.Disk)
 	}
+	if d.now < d.quietUntil {
+		return fmt.Sprintf("handed over to %s: not electing itself", d.handoverTo)
+	}
+	handover := d.handoverFrom != "" && d.now < d.handoverUntil && d.lastPrim == d.handoverFrom
 	for _, m := range d.members {
-		if m.Name != d.cfg.Self && m.State == StateAlive && m.Vol != nil && m.Vol.Role == RolePrimary {
+		if m.Name != d.cfg.Self && m.State == StateAlive && m.Vol != nil && m.Vol.Role == RolePrimary &&
+			!(handover && m.Name == d.handoverFrom) {
 			return fmt.Sprintf("%s is primary", m.Name)
 		}
 	}
@@ -433,7 +477,7 @@ func (d *Decider) blocked() string {
 	// unless a majority without this node still renews it, and then the
 	// others refuse the vote (docs/failover.md, "When the primary is gone").
 	leasePrim, leaseRuns := d.voter.LeaseRunning(d.now)
-	if m, ok := d.members[p]; ok && m.State != StateDead && m.State != StateLeft {
+	if m, ok := d.members[p]; ok && m.State != StateDead && m.State != StateLeft && !handover {
 		if m.State != StateSuspect || (leaseRuns && leasePrim == p) {
 			return fmt.Sprintf("primary %s is %s, not dead", p, m.State)
 		}
@@ -448,7 +492,24 @@ func (d *Decider) blocked() string {
 }
 
 func (d *Decider) maybeElect() Actions {
-	if why := d.blocked(); why != "" {
+	why := d.blocked()
+	if why != "" && d.cfg.TwoNode && d.fencing == "" && d.now >= d.fenceAfter && !d.witness(d.cfg.Self) {
+		// Would this node elect itself if the other one were fenced?
+		o := d.other()
+		if o != "" && !d.fenced[o] && !d.alive(o) {
+			d.fenced[o] = true
+			hyp := d.blocked()
+			delete(d.fenced, o)
+			if hyp == "" {
+				d.fencing = o
+				return Actions{Fence: o, Why: fmt.Sprintf("two nodes: %s is gone; running the fence-peer handler against it", o)}
+			}
+		}
+	}
+	if d.fencing != "" {
+		return Actions{Why: fmt.Sprintf("waiting for the fence-peer handler against %s", d.fencing)}
+	}
+	if why != "" {
 		return Actions{Why: why}
 	}
 	if d.backoff > d.now {
@@ -470,6 +531,9 @@ func (d *Decider) maybeElect() Actions {
 		}
 	}
 	a.Why = fmt.Sprintf("the primary is gone: election for term %d", d.electTerm)
+	if d.handoverFrom != "" && d.now < d.handoverUntil {
+		a.Why = fmt.Sprintf("%s hands over: election for term %d", d.handoverFrom, d.electTerm)
+	}
 	a.merge(d.candidate())
 	return a
 }
@@ -496,6 +560,7 @@ func (d *Decider) candidate() Actions {
 			return a
 		}
 		d.learn(d.electTerm, "")
+		d.handoverFrom, d.handoverTo, d.quietUntil = "", "", 0
 		d.phase = phasePrimary
 		d.pterm, d.dataTerm, d.lastPrim = d.electTerm, d.electTerm, self
 		d.seq, d.granted, d.seqSent, d.grantSeq = 0, map[string]int64{}, map[uint64]int64{}, map[string]uint64{}
@@ -612,8 +677,15 @@ func (d *Decider) primary() Actions {
 		}
 	}
 	ok, withData := d.majority(valid)
+	if !ok && d.cfg.TwoNode && d.fencing == "" && d.now >= d.fenceAfter {
+		if o := d.other(); o != "" && !d.fenced[o] && !d.alive(o) && !valid(o) {
+			d.fencing = o
+			a.Fence = o
+			a.Why = fmt.Sprintf("two nodes: %s is gone and this primary has no majority lease; running the fence-peer handler against it", o)
+		}
+	}
 	switch {
-	case ok && !d.accepting && (!d.lostQuorum || withData):
+	case ok && !d.accepting && (!d.lostQuorum || withData || len(d.fenced) > 0):
 		d.accepting, d.lostQuorum = true, false
 		a.AcceptWrites = true
 		a.Why = fmt.Sprintf("primary of term %d with a majority lease", d.pterm)
@@ -631,6 +703,146 @@ func (d *Decider) primary() Actions {
 			map[Policy]string{PolicySuspend: "held", PolicyFail: "failed"}[d.cfg.Policy])
 	}
 	return a
+}
+
+// Handover starts a planned switchover on the primary: it stops
+// acknowledging writes and steps down at once, ends its lease at every
+// voter and asks to (or, when to is "", the first voter in sync with it)
+// to start an election now. The caller makes sure, before, that no write
+// is in flight and that to holds every write this primary acknowledged
+// (docs/failover.md, "Planned switchover"). It returns the node asked.
+func (d *Decider) Handover(now int64, to string) (string, Actions, error) {
+	d.now = max(d.now, now)
+	to, err := d.HandoverTarget(to)
+	if err != nil {
+		return "", Actions{}, err
+	}
+	rel := LeaseReq{Term: d.pterm, Primary: d.cfg.Self, Seq: d.seq}
+	d.voter.Release(rel, d.now)
+	d.phase, d.accepting = phaseSecondary, false
+	d.handoverTo, d.quietUntil = to, d.now+2*d.cfg.ElectionTimeout
+	a := Actions{Demote: true, HoldWrites: true,
+		Why: fmt.Sprintf("planned switchover: handing term %d over to %s", d.pterm, to)}
+	for _, v := range d.cfg.Voters {
+		if v != d.cfg.Self {
+			a.Sends = append(a.Sends, Send{To: v, Release: &rel})
+		}
+	}
+	a.Sends = append(a.Sends, Send{To: to, Handover: &VoteReq{Term: d.pterm, Candidate: to, DataTerm: d.pterm}})
+	return to, a, nil
+}
+
+// HandoverTarget checks that this node, the primary, could hand over to
+// to now ("" picks the first voter in sync) and returns that node; it
+// changes nothing.
+func (d *Decider) HandoverTarget(to string) (string, error) {
+	if d.phase != phasePrimary {
+		return "", fmt.Errorf("failover: %s is not the primary of %s", d.cfg.Self, d.cfg.Volume)
+	}
+	if to == "" {
+		for _, v := range d.cfg.Voters {
+			if v != d.cfg.Self && !d.witness(v) && d.alive(v) && slices.Contains(d.local.InSyncWith, v) {
+				to = v
+				break
+			}
+		}
+		if to == "" {
+			return "", fmt.Errorf("failover: no data node of %s is alive and in sync with %s", d.cfg.Volume, d.cfg.Self)
+		}
+	}
+	switch {
+	case to == d.cfg.Self:
+		return "", fmt.Errorf("failover: %s is already the primary of %s", to, d.cfg.Volume)
+	case !slices.Contains(d.cfg.Voters, to) || d.witness(to):
+		return "", fmt.Errorf("failover: %s holds no replica of %s", to, d.cfg.Volume)
+	case !d.alive(to):
+		return "", fmt.Errorf("failover: %s is not alive", to)
+	case !slices.Contains(d.local.InSyncWith, to) || slices.Contains(d.outdated, to):
+		return "", fmt.Errorf("failover: %s is not connected and in sync with %s", to, d.cfg.Self)
+	}
+	if ok, _ := d.majority(d.alive); !ok {
+		return "", fmt.Errorf("failover: %s sees no majority of the voters: the switchover could not elect %s", d.cfg.Self, to)
+	}
+	return to, nil
+}
+
+// HandleRelease ends the lease the primary of req.Term holds at this
+// node's voter (from: the sender, which must be that primary).
+func (d *Decider) HandleRelease(now int64, from string, req LeaseReq) Actions {
+	if from == req.Primary && from != d.cfg.Self {
+		d.voter.Release(req, now)
+	}
+	return d.step(now)
+}
+
+// HandleHandover handles a primary's request that this node take over
+// (planned switchover): it starts an election at once, without waiting
+// for the primary to be gone, as long as the usual conditions hold.
+func (d *Decider) HandleHandover(now int64, from string, req VoteReq) Actions {
+	d.now = max(d.now, now)
+	if d.phase == phaseSecondary && req.Candidate == d.cfg.Self && from != d.cfg.Self && from == d.lastPrim && req.Term >= d.term {
+		d.handoverFrom, d.handoverUntil, d.backoff = from, d.now+2*d.cfg.ElectionTimeout, 0
+	}
+	return d.step(now)
+}
+
+// other is, with two nodes, the other voter.
+func (d *Decider) other() string {
+	for _, v := range d.cfg.Voters {
+		if v != d.cfg.Self {
+			return v
+		}
+	}
+	return ""
+}
+
+// unfence counts a fenced peer again once it is back: alive, and on a
+// primary also granting its lease again (so that quorum never blinks).
+func (d *Decider) unfence() {
+	for p := range d.fenced {
+		if !d.alive(p) {
+			continue
+		}
+		if d.phase == phasePrimary {
+			t, ok := d.granted[p]
+			if !ok || t+d.cfg.Lease-d.cfg.Margin <= d.now {
+				continue
+			}
+		}
+		delete(d.fenced, p)
+	}
+}
+
+// FenceDone reports the outcome of the fence-peer handler run for
+// Actions.Fence: ok when it proved the peer outdated or powered off
+// (exit 3, 4 or 7). A failure is retried after an election timeout.
+func (d *Decider) FenceDone(now int64, peer string, ok bool) Actions {
+	d.now = max(d.now, now)
+	if d.fencing != peer {
+		return d.step(now)
+	}
+	d.fencing = ""
+	if ok {
+		d.fenced[peer] = true
+	} else {
+		d.fenceAfter = d.now + d.cfg.ElectionTimeout
+	}
+	a := d.step(now)
+	if a.Why == "" {
+		a.Why = map[bool]string{true: "the fence-peer handler fenced " + peer, false: "the fence-peer handler failed against " + peer}[ok]
+	}
+	return a
+}
+
+// Fenced returns the peers fenced by the fence-peer handler that do not
+// count for quorum until they are back.
+func (d *Decider) Fenced() []string {
+	var out []string
+	for p := range d.fenced {
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // OutdateConfirmed reports whether a majority records peer as outdated

@@ -27,6 +27,9 @@ type cluster struct {
 	nextW  int
 	log    []string
 	writes bool // the application writes every tick
+	// fenceFails makes every fence-peer handler fail; otherwise it powers
+	// the peer off (STONITH) and succeeds.
+	fenceFails bool
 }
 
 type cnode struct {
@@ -142,6 +145,14 @@ func (c *cluster) apply(n string, a Actions) {
 	for _, s := range a.Sends {
 		c.deliver(n, s)
 	}
+	if a.Fence != "" && nd.up {
+		ok := !c.fenceFails
+		if ok && c.nodes[a.Fence].up {
+			c.logf("%s's fence-peer handler powers %s off", n, a.Fence)
+			c.crash(a.Fence)
+		}
+		c.apply(n, nd.d.FenceDone(c.now, a.Fence, ok))
+	}
 	if p, acc := nd.d.Primary(); nd.accepted != (p && acc) {
 		nd.accepted = p && acc
 		c.logf("%s accepting writes: %v", n, nd.accepted)
@@ -155,6 +166,14 @@ func (c *cluster) deliver(from string, s Send) {
 		return
 	}
 	to := c.nodes[s.To]
+	switch {
+	case s.Release != nil:
+		c.apply(s.To, to.d.HandleRelease(c.now, from, *s.Release))
+		return
+	case s.Handover != nil:
+		c.apply(s.To, to.d.HandleHandover(c.now, from, *s.Handover))
+		return
+	}
 	if s.Vote != nil {
 		ans, acts := to.d.HandleVote(c.now, *s.Vote)
 		c.apply(s.To, acts)
@@ -432,6 +451,112 @@ func TestGracefulStopDoesNotCount(t *testing.T) {
 	if c.nodes["alpha"].accepted {
 		c.fail("alpha accepts alone of {alpha, beta}")
 	}
+}
+
+// A planned switchover: alpha hands over to beta, which is primary
+// within a few ticks (no waiting for a lease), holding every write alpha
+// acknowledged (the checks in tick), and alpha stays secondary; then back.
+func TestPlannedSwitchover(t *testing.T) {
+	c := newCluster(t, true, nil)
+	c.detect = 10 * c.cfg.Lease
+	c.waitAccepting("alpha", 20)
+	c.run(20) // beta in sync
+	if _, _, err := c.nodes["alpha"].d.Handover(c.now, "witness"); err == nil {
+		c.fail("a switchover to the witness was accepted")
+	}
+	to, a, err := c.nodes["alpha"].d.Handover(c.now, "")
+	if err != nil || to != "beta" {
+		c.fail("Handover: %q, %v", to, err)
+	}
+	c.apply("alpha", a)
+	took := c.waitAccepting("beta", 3)
+	c.logf("beta accepts %d ticks after the handover", took)
+	c.run(int(3 * c.cfg.Lease))
+	if c.nodes["alpha"].role != RoleSecondary || c.nodes["beta"].role != RolePrimary {
+		c.fail("roles after the switchover: alpha %v, beta %v", c.nodes["alpha"].role, c.nodes["beta"].role)
+	}
+	if _, _, err := c.nodes["alpha"].d.Handover(c.now, "beta"); err == nil {
+		c.fail("a secondary accepted to hand over")
+	}
+	_, a, err = c.nodes["beta"].d.Handover(c.now, "alpha")
+	if err != nil {
+		c.fail("Handover back: %v", err)
+	}
+	c.apply("beta", a)
+	c.waitAccepting("alpha", 3)
+}
+
+// A handover whose messages are lost leaves no primary for a while, then
+// the cluster elects one again (the one asked, or the old primary once its
+// quiet time is over): never two.
+func TestLostHandover(t *testing.T) {
+	c := newCluster(t, true, nil)
+	c.waitAccepting("alpha", 20)
+	c.run(20)
+	_, a, err := c.nodes["alpha"].d.Handover(c.now, "beta")
+	if err != nil {
+		c.fail("Handover: %v", err)
+	}
+	c.partition([]string{"alpha"}, []string{"beta", "witness"}) // the messages are lost
+	c.apply("alpha", a)
+	c.heal()
+	for i := 0; i < int(6*c.cfg.Lease) && c.primaryOf() == ""; i++ {
+		c.tick()
+	}
+	if c.primaryOf() == "" {
+		c.fail("no primary %d ticks after a lost handover", 6*c.cfg.Lease)
+	}
+}
+
+func twoNode(cfg *DeciderConfig) { cfg.TwoNode = true }
+
+// Two nodes (two_node = true): when the primary crashes, the secondary
+// fences it through the handler and takes over with every acknowledged
+// write; when the old primary returns it follows.
+func TestTwoNodeCrash(t *testing.T) {
+	c := newCluster(t, false, twoNode)
+	c.waitAccepting("alpha", 20)
+	c.run(20)
+	c.crash("alpha")
+	c.waitAccepting("beta", int(4*c.cfg.Lease))
+	c.start("alpha")
+	c.run(int(4 * c.cfg.Lease))
+	if c.nodes["alpha"].role != RoleSecondary || !c.nodes["beta"].accepted {
+		c.fail("after alpha's return: alpha %v, beta accepting %v", c.nodes["alpha"].role, c.nodes["beta"].accepted)
+	}
+	// beta counts alpha again: alpha's crash now stops beta's writes until
+	// the fence succeeds again.
+	c.crash("alpha")
+	c.waitAccepting("beta", int(4*c.cfg.Lease))
+}
+
+// Two nodes cut apart: each may fence the other; the handler powers one
+// off and only the other ever acknowledges (the checks in tick).
+func TestTwoNodePartition(t *testing.T) {
+	c := newCluster(t, false, twoNode)
+	c.waitAccepting("alpha", 20)
+	c.run(20)
+	c.partition([]string{"alpha"}, []string{"beta"})
+	c.run(int(6 * c.cfg.Lease))
+	up := 0
+	for _, n := range []string{"alpha", "beta"} {
+		if c.nodes[n].up {
+			up++
+		}
+	}
+	if up != 1 || c.primaryOf() == "" || !c.nodes[c.primaryOf()].accepted {
+		c.fail("after the partition: %d nodes up, primary %q", up, c.primaryOf())
+	}
+}
+
+// Two nodes and a fence-peer handler that fails: nobody takes over.
+func TestTwoNodeFenceFails(t *testing.T) {
+	c := newCluster(t, false, twoNode)
+	c.fenceFails = true
+	c.waitAccepting("alpha", 20)
+	c.run(20)
+	c.crash("alpha")
+	c.never("beta", int(6*c.cfg.Lease))
 }
 
 // A primary that keeps disappearing for less than a lease is suspect

@@ -16,6 +16,13 @@ const (
 	MsgLease       MsgKind = 2 // a primary asks for a lease (Msg.Lease)
 	MsgVoteAnswer  MsgKind = 3 // a voter answers Msg.Vote with Msg.Answer
 	MsgLeaseAnswer MsgKind = 4 // a voter answers Msg.Lease with Msg.Answer
+	// MsgRelease: a primary that stepped down for a planned switchover
+	// ends the lease it holds (Msg.Lease: its term and name); no answer.
+	MsgRelease MsgKind = 5
+	// MsgHandover: that primary asks the node it hands over to to start an
+	// election now (Msg.Vote: Term is the old primary's term, Candidate the
+	// node asked, DataTerm the old term too); no answer.
+	MsgHandover MsgKind = 6
 )
 
 func (k MsgKind) String() string {
@@ -28,6 +35,10 @@ func (k MsgKind) String() string {
 		return "vote-answer"
 	case MsgLeaseAnswer:
 		return "lease-answer"
+	case MsgRelease:
+		return "release"
+	case MsgHandover:
+		return "handover"
 	}
 	return fmt.Sprintf("MsgKind(%d)", uint8(k))
 }
@@ -38,8 +49,8 @@ func (k MsgKind) String() string {
 type Msg struct {
 	Kind   MsgKind
 	Volume string
-	Vote   VoteReq  // MsgVote, MsgVoteAnswer
-	Lease  LeaseReq // MsgLease, MsgLeaseAnswer
+	Vote   VoteReq  // MsgVote, MsgVoteAnswer, MsgHandover
+	Lease  LeaseReq // MsgLease, MsgLeaseAnswer, MsgRelease
 	Answer Answer   // MsgVoteAnswer, MsgLeaseAnswer
 }
 
@@ -92,11 +103,11 @@ func EncodeMsg(m Msg) ([]byte, error) {
 	e.u8(uint8(m.Kind))
 	e.name(m.Volume, "volume", false)
 	switch m.Kind {
-	case MsgVote, MsgVoteAnswer:
+	case MsgVote, MsgVoteAnswer, MsgHandover:
 		e.uv(m.Vote.Term)
 		e.name(m.Vote.Candidate, "candidate", false)
 		e.uv(m.Vote.DataTerm)
-	case MsgLease, MsgLeaseAnswer:
+	case MsgLease, MsgLeaseAnswer, MsgRelease:
 		e.uv(m.Lease.Term)
 		e.name(m.Lease.Primary, "primary", false)
 		e.uv(m.Lease.Seq)
@@ -213,11 +224,11 @@ func DecodeMsg(b []byte) (Msg, error) {
 	m.Kind = MsgKind(d.u8("kind"))
 	m.Volume = d.name("volume", false)
 	switch m.Kind {
-	case MsgVote, MsgVoteAnswer:
+	case MsgVote, MsgVoteAnswer, MsgHandover:
 		m.Vote.Term = d.uv("term")
 		m.Vote.Candidate = d.name("candidate", false)
 		m.Vote.DataTerm = d.uv("data term")
-	case MsgLease, MsgLeaseAnswer:
+	case MsgLease, MsgLeaseAnswer, MsgRelease:
 		m.Lease.Term = d.uv("term")
 		m.Lease.Primary = d.name("primary", false)
 		m.Lease.Seq = d.uv("seq")

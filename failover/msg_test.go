@@ -18,6 +18,8 @@ func sampleMsgs() []Msg {
 			Answer: Answer{Granted: true, Term: 7, Primary: "alpha", PrimaryTerm: 6}},
 		{Kind: MsgLeaseAnswer, Volume: "r0", Lease: LeaseReq{Term: 6, Primary: "alpha", Seq: 9},
 			Answer: Answer{Term: 7, Reason: "term 6 is over: this voter is at term 7"}},
+		{Kind: MsgRelease, Volume: "r0", Lease: LeaseReq{Term: 7, Primary: "alpha", Seq: 12}},
+		{Kind: MsgHandover, Volume: "r0", Vote: VoteReq{Term: 7, Candidate: "beta", DataTerm: 7}},
 		{Kind: MsgVoteAnswer, Volume: "r0", Vote: VoteReq{Term: 8, Candidate: "beta", DataTerm: 7},
 			Answer: Answer{Term: 7, Primary: "alpha", PrimaryTerm: 7, Reason: "lease running", Retry: 1234}},
 	}

@@ -56,6 +56,10 @@ type RunnerConfig struct {
 	// Handler runs a configured handler ("after-promote", ...) for a
 	// volume; called on its own goroutine. Nil: handlers are logged only.
 	Handler func(volume, name string)
+	// Fence runs the fence-peer handler of volume against peer (two-node
+	// mode) and reports whether it proved the peer outdated or powered
+	// off; called on its own goroutine. Nil: fencing always fails.
+	Fence func(volume, peer string) bool
 	// Notify, when set, is called from the loop with a volume's status
 	// whenever its term, primary, role, write mode, quorum, outdated set
 	// or explanation changes (events). It must not block.
@@ -72,6 +76,7 @@ type Runner struct {
 	vols  map[string]*runVol
 	quit  chan struct{}
 	done  chan struct{}
+	calls chan func() // run on the loop (the deciders are not concurrent)
 
 	mu     sync.Mutex
 	status map[string]VolumeStatus
@@ -97,17 +102,24 @@ type VolumeStatus struct {
 	// lists the voters it sees alive (itself included).
 	Quorum bool
 	Seen   []string
+	// Counted: the voters that count for quorum (not those that left
+	// gracefully, nor a fenced peer).
+	Counted []string
 	// Outdated: on a primary, the peers it declared out of sync (they
 	// miss acknowledged writes and cannot be promoted); Confirmed, those
 	// a majority of voters has recorded.
 	Outdated, Confirmed []string
-	Why                 string // the last decision's explanation
+	// Fenced: two-node mode, the peer the fence-peer handler fenced (it
+	// does not count for quorum until it is back).
+	Fenced []string
+	Why    string // the last decision's explanation
 }
 
 func (s VolumeStatus) same(o VolumeStatus) bool {
 	return s.Volume == o.Volume && s.Term == o.Term && s.Primary == o.Primary && s.IsPrimary == o.IsPrimary &&
 		s.Accepting == o.Accepting && s.DataTerm == o.DataTerm && s.Quorum == o.Quorum && s.Why == o.Why &&
-		slices.Equal(s.Seen, o.Seen) && slices.Equal(s.Outdated, o.Outdated) && slices.Equal(s.Confirmed, o.Confirmed)
+		slices.Equal(s.Seen, o.Seen) && slices.Equal(s.Outdated, o.Outdated) && slices.Equal(s.Confirmed, o.Confirmed) &&
+		slices.Equal(s.Fenced, o.Fenced) && slices.Equal(s.Counted, o.Counted)
 }
 
 // StartRunner loads every volume's state file, builds the deciders and
@@ -120,7 +132,7 @@ func StartRunner(cfg RunnerConfig) (*Runner, error) {
 		cfg.Tick = 50 * time.Millisecond
 	}
 	r := &Runner{cfg: cfg, log: cfg.Log, start: time.Now(), vols: map[string]*runVol{},
-		quit: make(chan struct{}), done: make(chan struct{}), status: map[string]VolumeStatus{}}
+		quit: make(chan struct{}), done: make(chan struct{}), calls: make(chan func()), status: map[string]VolumeStatus{}}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -157,6 +169,58 @@ func (r *Runner) Close() {
 		close(r.quit)
 	}
 	<-r.done
+}
+
+// HandoverTarget checks, changing nothing, that this node could hand
+// volume over to to now (Decider.HandoverTarget).
+func (r *Runner) HandoverTarget(volume, to string) (string, error) {
+	var got string
+	err := r.call(func() error {
+		rv := r.vols[volume]
+		if rv == nil || rv.rv.Replica == nil {
+			return fmt.Errorf("failover: this node holds no replica of %q", volume)
+		}
+		r.apply(rv, rv.d.SetLocal(r.now(), rv.rv.Replica.Local()))
+		var err error
+		got, err = rv.d.HandoverTarget(to)
+		return err
+	})
+	return got, err
+}
+
+// call runs f on the loop and returns its error.
+func (r *Runner) call(f func() error) error {
+	res := make(chan error, 1)
+	select {
+	case r.calls <- func() { res <- f() }:
+	case <-r.quit:
+		return fmt.Errorf("failover: stopping")
+	}
+	return <-res
+}
+
+// Handover starts a planned switchover of volume from this node, its
+// primary, to node to ("" picks the first voter in sync): see
+// Decider.Handover for what the caller must ensure first. It returns the
+// node asked to take over once this node has stepped down.
+func (r *Runner) Handover(volume, to string) (string, error) {
+	var got string
+	err := r.call(func() error {
+		rv := r.vols[volume]
+		if rv == nil || rv.rv.Replica == nil {
+			return fmt.Errorf("failover: this node holds no replica of %q", volume)
+		}
+		r.apply(rv, rv.d.SetLocal(r.now(), rv.rv.Replica.Local()))
+		var a Actions
+		var err error
+		got, a, err = rv.d.Handover(r.now(), to)
+		if err == nil && !r.apply(rv, a) {
+			err = fmt.Errorf("failover: the failover state of %q could not be stored", volume)
+		}
+		r.publish()
+		return err
+	})
+	return got, err
 }
 
 // Status returns every volume's failover state, sorted by volume.
@@ -202,6 +266,8 @@ func (r *Runner) loop() {
 				return
 			}
 			r.message(m)
+		case f := <-r.calls:
+			f()
 		}
 		r.publish()
 	}
@@ -275,6 +341,11 @@ func (r *Runner) message(in Message) {
 		r.apply(rv, rv.d.VoteAnswer(now, in.From, m.Vote, m.Answer))
 	case MsgLeaseAnswer:
 		r.apply(rv, rv.d.LeaseAnswer(now, in.From, m.Lease, m.Answer))
+	case MsgRelease:
+		r.apply(rv, rv.d.HandleRelease(now, in.From, m.Lease))
+	case MsgHandover:
+		r.log.Info("asked to take over (planned switchover)", "volume", m.Volume, "from", in.From, "term", m.Vote.Term)
+		r.apply(rv, rv.d.HandleHandover(now, in.From, m.Vote))
 	}
 }
 
@@ -318,10 +389,15 @@ func (r *Runner) apply(rv *runVol, a Actions) bool {
 	}
 	for _, s := range a.Sends {
 		m := Msg{Volume: name}
-		if s.Vote != nil {
+		switch {
+		case s.Vote != nil:
 			m.Kind, m.Vote = MsgVote, *s.Vote
-		} else {
+		case s.Lease != nil:
 			m.Kind, m.Lease = MsgLease, *s.Lease
+		case s.Release != nil:
+			m.Kind, m.Lease = MsgRelease, *s.Release
+		case s.Handover != nil:
+			m.Kind, m.Vote = MsgHandover, *s.Handover
 		}
 		r.send(s.To, m)
 	}
@@ -355,6 +431,17 @@ func (r *Runner) apply(rv *runVol, a Actions) bool {
 	if a.Why != "" && a.Why != rv.why {
 		rv.why = a.Why
 		r.log.Info("failover", "volume", name, "decision", a.Why)
+	}
+	if a.Fence != "" {
+		peer := a.Fence
+		r.log.Warn("running the fence-peer handler", "volume", name, "peer", peer)
+		go func() {
+			ok := r.cfg.Fence != nil && r.cfg.Fence(name, peer)
+			_ = r.call(func() error {
+				r.apply(rv, rv.d.FenceDone(r.now(), peer, ok))
+				return nil
+			})
+		}()
 	}
 	for _, h := range a.Handlers {
 		if r.cfg.Handler != nil {
@@ -394,7 +481,7 @@ func (r *Runner) publish() {
 		q, seen := rv.d.Quorum()
 		out, conf := rv.d.Outdated()
 		st := VolumeStatus{Volume: name, Term: term, Primary: prim, IsPrimary: isP,
-			Accepting: acc, DataTerm: rv.d.DataTerm(), Quorum: q, Seen: seen, Outdated: out, Confirmed: conf, Why: rv.why}
+			Accepting: acc, DataTerm: rv.d.DataTerm(), Quorum: q, Seen: seen, Outdated: out, Confirmed: conf, Fenced: rv.d.Fenced(), Counted: rv.d.Counted(), Why: rv.why}
 		if old, ok := r.status[name]; (!ok || !old.same(st)) && r.cfg.Notify != nil {
 			r.cfg.Notify(st)
 		}

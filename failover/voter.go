@@ -147,6 +147,19 @@ func (v *Voter) Lease(req LeaseReq, now int64) (a Answer, changed bool) {
 	return v.grant(), true
 }
 
+// Release ends the lease of req.Primary in req.Term at now, when that is
+// the lease this voter granted (a primary that stepped down for a planned
+// switchover; the caller checks the message came from req.Primary). It
+// reports whether a running lease ended. Nothing durable changes.
+func (v *Voter) Release(req LeaseReq, now int64) bool {
+	if req.Primary == "" || v.rec.Primary != req.Primary || v.rec.PrimaryTerm != req.Term {
+		return false
+	}
+	_, running := v.LeaseRunning(now)
+	v.leaseUntil = min(v.leaseUntil, now)
+	return running
+}
+
 // Vote handles a candidate's vote request at now. changed as for Lease.
 func (v *Voter) Vote(req VoteReq, now int64) (a Answer, changed bool) {
 	r := &v.rec

@@ -34,6 +34,9 @@ func action(ctx context.Context, name string, args []string, cfgPath, node, sock
 	case control.ActionVerify:
 		fs.BoolVar(&wait, "wait", false, "show progress until the verify finishes")
 		use += " [--wait]"
+	case control.ActionFailover:
+		fs.StringVar(&req.To, "to", "", "the node to hand over to (default: one in sync with the primary)")
+		use += " [--to NODE]"
 	}
 	vol, err := parseVolumeCmd(fs, args)
 	if err == nil && req.Full && req.DiscardMyData {

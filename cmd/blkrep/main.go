@@ -32,9 +32,10 @@ const usage = `usage: blkrep [--config FILE] [--node NAME] [--socket PATH] COMMA
 
 Commands:
   status [--json]            volumes, roles, disks, peers, resync/verify progress, metadata,
-                             exports, devices and I/O counters
-  events [--json]            follow what happens (roles, connections, resyncs, split brain...),
-                             one line per event, until Ctrl-C or blkrepd stops
+                             exports, devices and I/O counters; with automatic failover the
+                             term, primary, write gate, quorum and gossip members
+  events [--json]            follow what happens (roles, connections, resyncs, split brain,
+                             failover...), one line per event, until Ctrl-C or blkrepd stops
 
 Operator actions (blkrepd must be running; each prints what blkrepd did, or
 why it refused: exit 1):
@@ -50,6 +51,10 @@ why it refused: exit 1):
   invalidate VOLUME          discard this node's data and fetch all of it from a peer
   verify VOLUME [--wait]     compare every block with the peer; differences are marked out of
                              sync (then run resync)
+  failover VOLUME [--to NODE]
+                             planned switchover, run on the primary: its before-demote handler
+                             runs, it steps down once nothing is in flight, and NODE (default:
+                             a node in sync) is elected at once; no acknowledged write is lost
       --wait                 show progress until it finishes (Ctrl-C stops waiting, not the work)
 
 Metadata (read from the disks, not from blkrepd):
@@ -89,7 +94,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "events":
 		return events(ctx, rest, *cfgPath, *node, *sock, stdout, stderr)
 	case control.ActionPrimary, control.ActionSecondary, control.ActionConnect, control.ActionDisconnect,
-		control.ActionResync, control.ActionInvalidate, control.ActionVerify:
+		control.ActionResync, control.ActionInvalidate, control.ActionVerify, control.ActionFailover:
 		return action(ctx, cmd, rest, *cfgPath, *node, *sock, stdout, stderr)
 	case "create-md":
 		return createMD(rest, *cfgPath, *node, stdout, stderr)
@@ -182,6 +187,7 @@ func printJSON(stdout, stderr io.Writer, v any) int {
 func printStatus(w io.Writer, st *control.Status) {
 	fmt.Fprintf(w, "node %s  cluster %s  blkrepd %s  pid %d  up %s\n",
 		st.Node, st.Cluster, st.Version, st.PID, (time.Duration(st.UptimeSeconds) * time.Second).String())
+	printGossip(w, st) // failover.go
 	for _, v := range st.Volumes {
 		fmt.Fprintf(w, "\n%s  role:%s  disk:%s  connection:%s", v.Name, v.Role, v.Disk.State, v.Connection)
 		if v.Protocol != "" {
@@ -193,6 +199,7 @@ func printStatus(w io.Writer, st *control.Status) {
 			}
 		}
 		fmt.Fprintln(w)
+		printFailover(w, st, v.Failover)
 		printReplication(w, &v)
 		fmt.Fprintf(w, "    size     %s (%d bytes), block size %d\n", human(uint64(v.SizeBytes)), v.SizeBytes, v.BlockSize)
 		fmt.Fprintf(w, "    disk     %s (%s)\n", v.Disk.Path, v.Disk.Kind)
@@ -222,6 +229,7 @@ func printStatus(w io.Writer, st *control.Status) {
 		fmt.Fprintf(w, "    io       reads %d (%s)  writes %d (%s)  flushes %d  trims %d  zeroes %d  errors %d\n",
 			io.Reads, human(io.BytesRead), io.Writes, human(io.BytesWritten), io.Flushes, io.Trims, io.WriteZeroes, io.Errors)
 	}
+	printWitnessVolumes(w, st)
 }
 
 func human(n uint64) string {

@@ -38,9 +38,10 @@ const (
 	ActionResync     = "resync"     // resync out-of-sync blocks (Full: all; DiscardMyData: end a split brain)
 	ActionInvalidate = "invalidate" // discard this node's data, fetch all of it from a peer
 	ActionVerify     = "verify"     // online verify: compare with the peer, mark differences out of sync
+	ActionFailover   = "failover"   // planned switchover: this node, the primary, hands over (To: to whom)
 )
 
-var actions = []string{ActionPrimary, ActionSecondary, ActionConnect, ActionDisconnect, ActionResync, ActionInvalidate, ActionVerify}
+var actions = []string{ActionPrimary, ActionSecondary, ActionConnect, ActionDisconnect, ActionResync, ActionInvalidate, ActionVerify, ActionFailover}
 
 // Request is an operator action. On the wire the volume and action are
 // the URL's; the JSON body carries the flags (and may repeat them).
@@ -56,6 +57,9 @@ type Request struct {
 	// DiscardMyData ends a split brain by dropping this node's changes:
 	// it becomes the sync target (resync --discard-my-data).
 	DiscardMyData bool `json:"discard_my_data,omitempty"`
+	// To names the node a planned switchover hands over to (failover
+	// --to; "" lets the primary pick a node in sync with it).
+	To string `json:"to,omitempty"`
 }
 
 // Validate checks the action name and that its flags apply to it. The
@@ -74,6 +78,8 @@ func (r Request) Validate() error {
 		return badRequest("force applies only to primary, not %s", r.Action)
 	case (r.Full || r.DiscardMyData) && r.Action != ActionResync:
 		return badRequest("full and discard_my_data apply only to resync, not %s", r.Action)
+	case r.To != "" && r.Action != ActionFailover:
+		return badRequest("to applies only to failover, not %s", r.Action)
 	case r.Full && r.DiscardMyData:
 		return badRequest("full and discard_my_data exclude each other (discard_my_data already resyncs what the split brain touched)")
 	}

@@ -15,7 +15,7 @@ type Event struct {
 	Time    time.Time `json:"time"`
 	Volume  string    `json:"volume,omitempty"`
 	Peer    string    `json:"peer,omitempty"`
-	Kind    string    `json:"kind"` // e.g. role, connection, replication, disk, split-brain, resync-done, verify-done, handshake, error
+	Kind    string    `json:"kind"` // e.g. role, connection, replication, disk, split-brain, resync-done, verify-done, handshake, error, failover
 	Old     string    `json:"old,omitempty"`
 	New     string    `json:"new,omitempty"`
 	Message string    `json:"message,omitempty"`
@@ -33,6 +33,14 @@ const (
 	EventVerifyDone  = "verify-done" // an online verify ended; Message has the mismatches
 	EventHandshake   = "handshake"   // a connection's handshake decided: New is the action, Message the rule
 	EventError       = "error"       // something failed; Message says what
+	// EventFailover: a volume's automatic failover state changed (term,
+	// primary, write gate, quorum, outdated peers, the decision's
+	// explanation); Message says what changed, for the operator.
+	EventFailover = "failover"
+	// EventFailoverHandler: a failover handler runs; New names it
+	// (after-promote, before-demote, quorum-lost, fence-peer), Message is
+	// the command.
+	EventFailoverHandler = "failover-handler"
 )
 
 // Bus fans events out to subscribers without ever blocking the publisher:

@@ -81,7 +81,7 @@ func TestDocsCoverSchema(t *testing.T) {
 			t.Errorf("docs/control-api.md does not document action %q", a)
 		}
 	}
-	for _, k := range []string{EventRole, EventConnection, EventReplication, EventDisk, EventSplitBrain, EventResyncDone, EventVerifyDone, EventHandshake, EventError} {
+	for _, k := range []string{EventRole, EventConnection, EventReplication, EventDisk, EventSplitBrain, EventResyncDone, EventVerifyDone, EventHandshake, EventError, EventFailover, EventFailoverHandler} {
 		if !strings.Contains(string(doc), "`"+k+"`") {
 			t.Errorf("docs/control-api.md does not document event kind %q", k)
 		}

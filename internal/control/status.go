@@ -17,6 +17,87 @@ type Status struct {
 	UptimeSeconds float64   `json:"uptime_seconds"`
 	ControlSocket string    `json:"control_socket"`
 	Volumes       []Volume  `json:"volumes"`
+	// WitnessVolumes are the volumes this node votes for under automatic
+	// failover without holding a replica of them: on a witness, every
+	// failing-over volume. Absent on a data node.
+	WitnessVolumes []WitnessVolume `json:"witness_volumes,omitempty"`
+	// Gossip is this node's view of the failover gossip; nil when the
+	// node runs no automatic failover.
+	Gossip *Gossip `json:"gossip,omitempty"`
+}
+
+// WitnessVolume is a volume this node only votes for.
+type WitnessVolume struct {
+	Name     string   `json:"name"`
+	Failover Failover `json:"failover"`
+}
+
+// Failover is one volume's automatic failover state as this node sees it
+// (docs/failover.md).
+type Failover struct {
+	// Term is the highest promotion term this node knows for the volume.
+	Term uint64 `json:"term"`
+	// Primary is the primary of the newest term known to have had one;
+	// "" when none is known.
+	Primary string `json:"primary"`
+	// IsPrimary: this node is the primary of Term.
+	IsPrimary bool `json:"is_primary"`
+	// Accepting: the failover decision lets this node acknowledge writes
+	// (it is primary and holds a lease from a majority of the voters).
+	Accepting bool `json:"accepting"`
+	// Writes is the replica's write gate on a data node: "accept", "hold"
+	// (writes wait: no majority lease yet, quorum lost under
+	// quorum_loss = suspend, or a lost peer not yet declared outdated)
+	// or "fail" (writes get EIO: quorum lost under quorum_loss = fail, or
+	// demoted). Empty on a witness.
+	Writes string `json:"writes,omitempty"`
+	// WritesWaiting counts the writes the gate holds now.
+	WritesWaiting int `json:"writes_waiting"`
+	// Quorum: this node sees a majority of the voters that count.
+	Quorum bool `json:"quorum"`
+	// Voters are the configured voters (the nodes holding a replica and
+	// the witnesses); VotersCounted, those that count for quorum (not the
+	// ones that left gracefully); VotersSeen, those of VotersCounted this
+	// node sees alive, itself included. All sorted.
+	Voters        []string `json:"voters"`
+	VotersCounted []string `json:"voters_counted"`
+	VotersSeen    []string `json:"voters_seen"`
+	// OutdatedPeers: on the primary, the peers it declared out of sync
+	// (they miss acknowledged writes and cannot be promoted);
+	// OutdatedConfirmed, those a majority of voters has recorded.
+	OutdatedPeers     []string `json:"outdated_peers"`
+	OutdatedConfirmed []string `json:"outdated_confirmed"`
+	// Fenced: with two_node, the peer the fence_peer handler fenced; it
+	// does not count for quorum until it is back.
+	Fenced []string `json:"fenced"`
+	// DataTerm is the term whose acknowledged writes this replica holds
+	// (0: none known); 0 on a witness.
+	DataTerm uint64 `json:"data_term"`
+	// Why is the last decision's one-line explanation.
+	Why string `json:"why"`
+}
+
+// Gossip is the failover gossip as this node sees it.
+type Gossip struct {
+	// Address is this node's gossip address (IP:port).
+	Address string `json:"address"`
+	// Witness: this node is a witness (votes, holds no data).
+	Witness bool     `json:"witness"`
+	Members []Member `json:"members"`
+}
+
+// Member is one node of the gossip, this one included.
+type Member struct {
+	Name string `json:"name"`
+	// Address is its gossip address as the gossip knows it.
+	Address string `json:"address"`
+	// State is "alive", "suspect" (this node suspects it failed), "dead"
+	// (crashed or cut off: counts against quorum) or "left" (stopped
+	// gracefully: does not count against quorum).
+	State   string `json:"state"`
+	Witness bool   `json:"witness"`
+	// Error is why its gossiped metadata could not be read.
+	Error string `json:"error,omitempty"`
 }
 
 // Volume is one volume as this node holds it.
@@ -42,6 +123,9 @@ type Volume struct {
 	Metadata *Metadata `json:"metadata,omitempty"`
 	// Peers are the other nodes holding a replica, in config order.
 	Peers []Peer `json:"peers,omitempty"`
+	// Failover is nil unless automatic failover manages the volume on
+	// this node.
+	Failover *Failover `json:"failover,omitempty"`
 }
 
 // Peer is the replication link with one other node for one volume.
@@ -57,6 +141,10 @@ type Peer struct {
 	Role string `json:"role"`
 	// Disk is the peer's disk state, DUnknown when not connected.
 	Disk string `json:"disk"`
+	// Term is the peer's failover data term as it last told it (at a
+	// handshake or while connected; kept after the link drops), absent
+	// when 0: failover off or the term unknown.
+	Term uint64 `json:"term,omitempty"`
 	// OutOfSyncBytes may differ between this node and the peer.
 	OutOfSyncBytes int64 `json:"out_of_sync_bytes"`
 	// UnackedBytes were sent and not yet acknowledged.

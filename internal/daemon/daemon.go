@@ -379,5 +379,6 @@ func (d *Daemon) Status() control.Status {
 		}
 		st.Volumes = append(st.Volumes, vs)
 	}
+	d.addFailoverStatus(&st) // failover_status.go
 	return st
 }

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/blkrep/blkrep/failover"
@@ -46,6 +47,7 @@ func (d *Daemon) startFailover() error {
 				dc.Witnesses = append(dc.Witnesses, w)
 			}
 		}
+		dc.TwoNode = vc.TwoNode
 		if vc.QuorumLoss == config.QuorumLossFail {
 			dc.Policy = failover.PolicyFail
 		}
@@ -84,7 +86,7 @@ func (d *Daemon) startFailover() error {
 	}
 	r, err := failover.StartRunner(failover.RunnerConfig{
 		Cluster: c.Name, Node: d.node.Name, Witness: d.node.Witness, Gossip: g, Volumes: vols, Log: log,
-		Handler: d.runHandler,
+		Handler: d.runHandler, Fence: d.runFence, Notify: d.failoverNotify(),
 	})
 	if err != nil {
 		g.Shutdown()
@@ -112,7 +114,11 @@ func (d *Daemon) stopFailover() {
 // runHandler runs a volume's configured handler command with
 // BLKREP_* variables, bounded by handler_timeout. A failure or a timeout
 // is logged and published as an event; it never wedges the daemon.
-func (d *Daemon) runHandler(volume, name string) {
+func (d *Daemon) runHandler(volume, name string) { _ = d.runHandlerErr(volume, name) }
+
+// runHandlerErr is runHandler reporting the failure (nil: it succeeded
+// or none is configured).
+func (d *Daemon) runHandlerErr(volume, name string) error {
 	var vc *config.Volume
 	for i := range d.cfg.Volumes {
 		if d.cfg.Volumes[i].Name == volume {
@@ -120,7 +126,7 @@ func (d *Daemon) runHandler(volume, name string) {
 		}
 	}
 	if vc == nil {
-		return
+		return nil
 	}
 	cmd := map[string]string{"after-promote": vc.AfterPromote, "before-demote": vc.BeforeDemote,
 		"quorum-lost": vc.QuorumLost, "fence-peer": vc.FencePeer}[name]
@@ -130,7 +136,7 @@ func (d *Daemon) runHandler(volume, name string) {
 	}
 	d.bus.Publish(control.Event{Volume: volume, Kind: "failover-handler", New: name, Message: msg})
 	if cmd == "" {
-		return
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), vc.HandlerTimeout)
 	defer cancel()
@@ -147,11 +153,51 @@ func (d *Daemon) runHandler(volume, name string) {
 	switch {
 	case ctx.Err() != nil:
 		d.log.Error("failover handler timed out", "volume", volume, "handler", name, "timeout", vc.HandlerTimeout, "output", string(out))
+		return fmt.Errorf("the %s handler timed out after %v", name, vc.HandlerTimeout)
 	case err != nil:
 		d.log.Error("failover handler failed", "volume", volume, "handler", name, "err", err, "output", string(out))
+		return fmt.Errorf("the %s handler failed (%v): %s", name, err, strings.TrimSpace(string(out)))
 	default:
 		d.log.Info("failover handler done", "volume", volume, "handler", name, "output", string(out))
 	}
+	return nil
+}
+
+// runFence runs a volume's fence_peer command against peer with
+// BLKREP_PEER set, under handler_timeout, and applies DRBD's exit-code
+// contract: 3 (the peer's disk is already Inconsistent), 4 (the peer was
+// outdated) and 7 (the peer was powered off) mean the peer can no longer
+// acknowledge writes; anything else, or a timeout, means it may.
+func (d *Daemon) runFence(volume, peer string) bool {
+	var vc *config.Volume
+	for i := range d.cfg.Volumes {
+		if d.cfg.Volumes[i].Name == volume {
+			vc = &d.cfg.Volumes[i]
+		}
+	}
+	if vc == nil || vc.FencePeer == "" {
+		d.log.Error("no fence_peer handler: the peer cannot be fenced", "volume", volume, "peer", peer)
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), vc.HandlerTimeout)
+	defer cancel()
+	c := exec.CommandContext(ctx, "/bin/sh", "-c", vc.FencePeer)
+	c.Env = append(os.Environ(), "BLKREP_HANDLER=fence-peer", "BLKREP_VOLUME="+volume, "BLKREP_NODE="+d.node.Name,
+		"BLKREP_PEER="+peer, "BLKREP_CLUSTER="+d.cfg.Cluster.Name)
+	out, err := c.CombinedOutput()
+	code := c.ProcessState.ExitCode()
+	ok := ctx.Err() == nil && (code == 3 || code == 4 || code == 7)
+	msg := fmt.Sprintf("fence-peer against %s exited %d: %s", peer, code, map[bool]string{true: "fenced", false: "NOT fenced: nothing is promoted and writes stay held"}[ok])
+	if ctx.Err() != nil {
+		msg = fmt.Sprintf("fence-peer against %s timed out after %v: NOT fenced", peer, vc.HandlerTimeout)
+	}
+	d.bus.Publish(control.Event{Volume: volume, Peer: peer, Kind: "failover-handler", New: "fence-peer", Message: msg})
+	if ok {
+		d.log.Warn(msg, "volume", volume, "output", strings.TrimSpace(string(out)))
+	} else {
+		d.log.Error(msg, "volume", volume, "err", err, "output", strings.TrimSpace(string(out)))
+	}
+	return ok
 }
 
 // replicaControl adapts a replicated volume to failover.ReplicaControl.

@@ -100,6 +100,8 @@ func (d *Daemon) Do(ctx context.Context, req control.Request) (control.Reply, er
 			"set auto_promote = false on the volume to keep a node from being promoted", req.Volume)
 	}
 	switch req.Action {
+	case control.ActionFailover:
+		return d.switchover(ctx, v, req)
 	case control.ActionPrimary:
 		if err := r.Promote(req.Force); err != nil {
 			return control.Reply{}, wrap(err)

@@ -1,7 +1,8 @@
 // Package metrics exports a node's status as Prometheus metrics: the
 // figures of `blkrep status` (roles and states, out-of-sync and
 // unacknowledged bytes, resync and verify progress, activity-log and bitmap
-// writes, NBD I/O counters) and NBD request latency histograms.
+// writes, NBD I/O counters, automatic failover's term, quorum and write
+// gate, the gossip members' states) and NBD request latency histograms.
 // docs/metrics.md lists every metric.
 //
 // The status figures are not kept twice: on each scrape the collector takes

@@ -22,6 +22,8 @@ var (
 		"VerifySource", "VerifyTarget", "PausedSyncSource", "PausedSyncTarget"}
 	diskStates   = []string{"UpToDate", "Consistent", "Outdated", "Inconsistent", "DUnknown", "Diskless", "Failed"}
 	deviceStates = []string{"none", "attached", "detached", "unavailable"}
+	gateModes    = []string{"accept", "hold", "fail"}
+	memberStates = []string{"alive", "suspect", "dead", "left"}
 )
 
 // ops are the NBD commands served (all but DISC), labelled with
@@ -110,6 +112,11 @@ type collector struct {
 	outOfSync, unacked, inFlight, splitBrain   *prometheus.Desc
 	sentBytes, receivedBytes, reconnects       *prometheus.Desc
 	resync, verify                             progressDescs
+
+	// automatic failover
+	foTerm, foPrimary, foAccepting, foGate, foWaiting         *prometheus.Desc
+	foQuorum, foSeen, foCounted, foOutdated, foData, foFenced *prometheus.Desc
+	gossipMembers                                             *prometheus.Desc
 }
 
 // progressDescs describe a control.Progress; a nil Desc is not reported.
@@ -161,6 +168,19 @@ func newCollector(node string, status func() control.Status) *collector {
 	c.reconnects = c.desc("peer_reconnects_total", "Connections with the peer established again after a loss, since the daemon started.", peer...)
 	c.resync = c.progress("resync", "resync", true, false, peer)
 	c.verify = c.progress("verify", "online verify", false, true, peer)
+
+	c.foTerm = c.desc("failover_term", "The highest automatic failover term this node knows for the volume (it grows by one per promotion).", vol...)
+	c.foPrimary = c.desc("failover_primary", "1 when this node is the failover primary of the volume's newest term.", vol...)
+	c.foAccepting = c.desc("failover_accepting", "1 when the failover decision lets this node acknowledge writes (primary holding a majority lease).", vol...)
+	c.foGate = c.desc("failover_write_gate", "The replica's failover write gate (1 for the current mode): accept acknowledges writes, hold makes them wait, fail fails them with EIO. Data nodes only.", append(vol, "mode")...)
+	c.foWaiting = c.desc("failover_writes_waiting", "Writes the failover write gate holds now. Data nodes only.", vol...)
+	c.foQuorum = c.desc("failover_quorum", "1 when this node sees a majority of the volume's voters that count (itself included).", vol...)
+	c.foSeen = c.desc("failover_voters_seen", "The volume's counted voters this node sees alive, itself included.", vol...)
+	c.foCounted = c.desc("failover_voters_counted", "The volume's voters that count for quorum: the configured ones but those that left gracefully.", vol...)
+	c.foFenced = c.desc("failover_fenced_peers", "two_node: peers the fence_peer handler fenced; they do not count for quorum until they are back.", vol...)
+	c.foOutdated = c.desc("failover_outdated_peers", "On the primary: peers declared out of sync (they miss acknowledged writes and cannot be promoted).", vol...)
+	c.foData = c.desc("failover_data_term", "The failover term whose acknowledged writes this replica holds (0: none known). Data nodes only.", vol...)
+	c.gossipMembers = c.desc("gossip_members", "Nodes of the failover gossip (this one included) by state, as this node sees them: alive, suspect, dead (counts against quorum), left (stopped gracefully).", "state")
 	return c
 }
 
@@ -203,7 +223,42 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for i := range st.Volumes {
 		c.collectVolume(ch, &st.Volumes[i])
+		if f := st.Volumes[i].Failover; f != nil {
+			c.collectFailover(ch, st.Volumes[i].Name, f)
+		}
 	}
+	for i := range st.WitnessVolumes {
+		c.collectFailover(ch, st.WitnessVolumes[i].Name, &st.WitnessVolumes[i].Failover)
+	}
+	if g := st.Gossip; g != nil {
+		n := map[string]int{}
+		for _, m := range g.Members {
+			n[m.State]++
+		}
+		for _, s := range memberStates {
+			gauge(ch, c.gossipMembers, float64(n[s]), s)
+			delete(n, s)
+		}
+		for s, k := range n { // a state this list does not know
+			gauge(ch, c.gossipMembers, float64(k), s)
+		}
+	}
+}
+
+func (c *collector) collectFailover(ch chan<- prometheus.Metric, volume string, f *control.Failover) {
+	gauge(ch, c.foTerm, float64(f.Term), volume)
+	gauge(ch, c.foPrimary, boolValue(f.IsPrimary), volume)
+	gauge(ch, c.foAccepting, boolValue(f.Accepting), volume)
+	if f.Writes != "" {
+		stateSet(ch, c.foGate, gateModes, f.Writes, volume)
+		gauge(ch, c.foWaiting, float64(f.WritesWaiting), volume)
+		gauge(ch, c.foData, float64(f.DataTerm), volume)
+	}
+	gauge(ch, c.foQuorum, boolValue(f.Quorum), volume)
+	gauge(ch, c.foSeen, float64(len(f.VotersSeen)), volume)
+	gauge(ch, c.foCounted, float64(len(f.VotersCounted)), volume)
+	gauge(ch, c.foOutdated, float64(len(f.OutdatedPeers)), volume)
+	gauge(ch, c.foFenced, float64(len(f.Fenced)), volume)
 }
 
 func (c *collector) collectVolume(ch chan<- prometheus.Metric, v *control.Volume) {

@@ -47,6 +47,21 @@ func testStatus() control.Status {
 				Verify: &control.Progress{TotalBytes: 36, DoneBytes: 37, MismatchBytes: 38,
 					RateBytesPerSec: 39, ETASeconds: 40},
 			}},
+			Failover: &control.Failover{Term: 41, Primary: "alpha", IsPrimary: true, Accepting: true,
+				Writes: "hold", WritesWaiting: 43, Quorum: true,
+				Voters:        []string{"alpha", "beta", "gamma", "witness"},
+				VotersCounted: []string{"alpha", "beta", "witness"}, VotersSeen: []string{"alpha", "witness"},
+				OutdatedPeers: []string{"beta"}, OutdatedConfirmed: []string{}, Fenced: []string{"beta"}, DataTerm: 42, Why: "primary of term 41"},
+		}},
+		// Not on a data node in practice: a witness has no volumes.
+		WitnessVolumes: []control.WitnessVolume{{Name: "w1", Failover: control.Failover{Term: 44, Primary: "beta",
+			Voters: []string{"alpha", "beta", "witness"}, VotersCounted: []string{"alpha", "beta", "witness"},
+			VotersSeen: []string{"beta", "witness"}, OutdatedPeers: []string{}, OutdatedConfirmed: []string{}}}},
+		Gossip: &control.Gossip{Address: "10.0.0.1:7946", Members: []control.Member{
+			{Name: "alpha", Address: "10.0.0.1:7946", State: "alive"},
+			{Name: "beta", Address: "10.0.0.2:7946", State: "dead"},
+			{Name: "gamma", Address: "10.0.0.3:7946", State: "left"},
+			{Name: "witness", Address: "10.0.0.9:7946", State: "alive", Witness: true},
 		}},
 	}
 }
@@ -57,12 +72,19 @@ func testStatus() control.Status {
 var exported = map[string]string{
 	"Status.Schema": "", "Status.Node": "", "Status.Version": "", "Status.PID": "",
 	"Status.ControlSocket": "", "Status.UptimeSeconds": "", // start_time_seconds carries it
-	"Status.Cluster":   `blkrep_info{cluster="c1",node="alpha",version="1.2.3"} 1`,
-	"Status.StartedAt": `blkrep_start_time_seconds{node="alpha"} 1.7000000005e+09`,
-	"Status.Volumes":   "",
+	"Status.Cluster":        `blkrep_info{cluster="c1",node="alpha",version="1.2.3"} 1`,
+	"Status.StartedAt":      `blkrep_start_time_seconds{node="alpha"} 1.7000000005e+09`,
+	"Status.Volumes":        "",
+	"Status.WitnessVolumes": "", "Status.Gossip": "",
+	"WitnessVolume.Name": "", "WitnessVolume.Failover": "",
+	"Gossip.Address": "", "Gossip.Witness": "",
+	"Gossip.Members": `blkrep_gossip_members{node="alpha",state="alive"} 2`,
+	"Member.Name":    "", "Member.Address": "", "Member.Witness": "", "Member.Error": "",
+	"Member.State": `blkrep_gossip_members{node="alpha",state="dead"} 1`,
 
 	"Volume.Name": "", "Volume.Protocol": "", "Volume.BlockSize": "", "Volume.Exports": "",
 	"Volume.Disk": "", "Volume.Device": "", "Volume.IO": "", "Volume.Metadata": "", "Volume.Peers": "",
+	"Volume.Failover":   "",
 	"Volume.Role":       `blkrep_volume_role{node="alpha",role="Primary",volume="r0"} 1`,
 	"Volume.Connection": `blkrep_volume_connection_state{node="alpha",state="Connecting",volume="r0"} 1`,
 	"Volume.SizeBytes":  `blkrep_volume_size_bytes{node="alpha",volume="r0"} 1.073741824e+09`,
@@ -105,6 +127,7 @@ var exported = map[string]string{
 
 	"Peer.Node": "", "Peer.Address": "", "Peer.Handshake": "", "Peer.LastError": "",
 	"Peer.Resync": "", "Peer.Verify": "",
+	"Peer.Term":           "", // the peer's data term as it last said; blkrep_failover_data_term on the peer carries it
 	"Peer.Connection":     `blkrep_peer_connection_state{node="alpha",peer="beta",state="Connected",volume="r0"} 1`,
 	"Peer.Replication":    `blkrep_peer_replication_state{node="alpha",peer="beta",state="SyncSource",volume="r0"} 1`,
 	"Peer.Role":           `blkrep_peer_role{node="alpha",peer="beta",role="Secondary",volume="r0"} 1`,
@@ -116,6 +139,20 @@ var exported = map[string]string{
 	"Peer.SentBytes":      `blkrep_peer_sent_bytes_total{node="alpha",peer="beta",volume="r0"} 28`,
 	"Peer.ReceivedBytes":  `blkrep_peer_received_bytes_total{node="alpha",peer="beta",volume="r0"} 29`,
 	"Peer.Reconnects":     `blkrep_peer_reconnects_total{node="alpha",peer="beta",volume="r0"} 30`,
+
+	"Failover.Primary": "", "Failover.Voters": "", "Failover.Why": "",
+	"Failover.OutdatedConfirmed": "", // the gate's writes_waiting shows the unconfirmed ones' cost
+	"Failover.Term":              `blkrep_failover_term{node="alpha",volume="r0"} 41`,
+	"Failover.IsPrimary":         `blkrep_failover_primary{node="alpha",volume="r0"} 1`,
+	"Failover.Accepting":         `blkrep_failover_accepting{node="alpha",volume="r0"} 1`,
+	"Failover.Writes":            `blkrep_failover_write_gate{mode="hold",node="alpha",volume="r0"} 1`,
+	"Failover.WritesWaiting":     `blkrep_failover_writes_waiting{node="alpha",volume="r0"} 43`,
+	"Failover.Quorum":            `blkrep_failover_quorum{node="alpha",volume="r0"} 1`,
+	"Failover.VotersCounted":     `blkrep_failover_voters_counted{node="alpha",volume="r0"} 3`,
+	"Failover.VotersSeen":        `blkrep_failover_voters_seen{node="alpha",volume="r0"} 2`,
+	"Failover.OutdatedPeers":     `blkrep_failover_outdated_peers{node="alpha",volume="r0"} 1`,
+	"Failover.Fenced":            `blkrep_failover_fenced_peers{node="alpha",volume="r0"} 1`,
+	"Failover.DataTerm":          `blkrep_failover_data_term{node="alpha",volume="r0"} 42`,
 
 	"Progress.Checksum": "", "Progress.StartedAt": "", "Progress.FinishedAt": "",
 	"Progress.Running":         `blkrep_peer_resync_running{node="alpha",peer="beta",volume="r0"} 1`,
@@ -139,6 +176,14 @@ var alsoExported = []string{
 	`blkrep_volume_disk_state{node="alpha",state="Failed",volume="r0"} 0`,
 	`blkrep_peer_replication_state{node="alpha",peer="beta",state="PausedSyncTarget",volume="r0"} 0`,
 	`blkrep_peer_role{node="alpha",peer="beta",role="Unknown",volume="r0"} 0`,
+	`blkrep_failover_write_gate{mode="accept",node="alpha",volume="r0"} 0`,
+	`blkrep_gossip_members{node="alpha",state="left"} 1`,
+	`blkrep_gossip_members{node="alpha",state="suspect"} 0`,
+	// A witness's volume: no gate, no data term.
+	`blkrep_failover_term{node="alpha",volume="w1"} 44`,
+	`blkrep_failover_primary{node="alpha",volume="w1"} 0`,
+	`blkrep_failover_quorum{node="alpha",volume="w1"} 0`,
+	`blkrep_failover_voters_seen{node="alpha",volume="w1"} 2`,
 }
 
 // gather renders every non-histogram sample of g as `name{labels} value`.

@@ -1,0 +1,161 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/blkrep/blkrep/internal/config"
+	"github.com/blkrep/blkrep/internal/control"
+	"github.com/blkrep/blkrep/internal/testnet"
+)
+
+// blkrep failover: alpha, the primary, hands over to beta (its
+// before-demote handler runs first, beta's after-promote after), beta has
+// alpha's acknowledged write and accepts writes within a second or two;
+// refusals name the problem and change nothing; then back to alpha.
+func TestDaemonSwitchover(t *testing.T) {
+	dir := t.TempDir()
+	text := fmt.Sprintf(`
+[cluster]
+name = "t"
+secret = "failover-test-secret-0123456789"
+failover = true
+
+[[node]]
+name = "alpha"
+control_socket = "alpha.ctl"
+address = %q
+gossip = %q
+
+[[node]]
+name = "beta"
+control_socket = "beta.ctl"
+address = %q
+gossip = %q
+
+[[node]]
+name = "witness"
+control_socket = "witness.ctl"
+gossip = %q
+witness = true
+
+[[volume]]
+name = "r0"
+size = "4MiB"
+connect_interval = "1s"
+before_demote = "echo $BLKREP_NODE >> %s/before-demote"
+after_promote = "echo $BLKREP_NODE >> %s/after-promote"
+
+  [[volume.replica]]
+  node = "alpha"
+  disk = "alpha-r0.img"
+  create = true
+
+  [[volume.replica]]
+  node = "beta"
+  disk = "beta-r0.img"
+  create = true
+`, testnet.MustAddr(t), testnet.MustAddr(t), testnet.MustAddr(t), testnet.MustAddr(t), testnet.MustAddr(t), dir, dir)
+	path := filepath.Join(dir, "c.toml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := map[string]*Daemon{}
+	for _, n := range []string{"alpha", "beta", "witness"} {
+		d, err := New(cfg, n, Options{NoDevices: true, Log: testDaemonLog(n)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Start(); err != nil {
+			t.Fatalf("%s: %v", n, err)
+		}
+		ds[n] = d
+		t.Cleanup(func() { d.Shutdown(context.Background()) })
+	}
+	wait := func(what string, d time.Duration, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(d)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out after %s waiting for %s", d, what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	a, b := ds["alpha"].volumes[0], ds["beta"].volumes[0]
+	accepting := func(v *replica) bool { return v.vol.Primary() && v.gate.Mode().String() == "accept" }
+	inSync := func(v *replica) bool {
+		p := v.rep.Peers()[0]
+		return p.Replication == "Established" && p.Disk == "UpToDate"
+	}
+	wait("alpha Primary and accepting", 20*time.Second, func() bool { return accepting(a) })
+	wait("beta in sync", 20*time.Second, func() bool { return inSync(a) })
+	block := make([]byte, 4096)
+	copy(block, "acknowledged by alpha")
+	if _, err := a.rep.WriteAt(block, 8192); err != nil {
+		t.Fatal(err)
+	}
+	do := func(node string, req control.Request) (control.Reply, error) {
+		return ds[node].Do(context.Background(), req)
+	}
+	refused := func(node string, req control.Request, want string) {
+		t.Helper()
+		_, err := do(node, req)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("%s %+v: %v, want a refusal with %q", node, req, err, want)
+		}
+	}
+	failover := control.Request{Volume: "r0", Action: control.ActionFailover}
+	refused("beta", failover, "run it on alpha")
+	refused("alpha", control.Request{Volume: "r0", Action: control.ActionFailover, To: "witness"}, "holds no replica")
+	refused("alpha", control.Request{Volume: "r0", Action: control.ActionFailover, To: "alpha"}, "already the primary")
+	if !accepting(a) {
+		t.Fatal("a refused switchover left alpha not accepting writes")
+	}
+
+	start := time.Now()
+	rep, err := do("alpha", failover)
+	if err != nil {
+		t.Fatalf("failover: %v", err)
+	}
+	t.Logf("%s (the command took %v)", rep.Message, time.Since(start).Round(time.Millisecond))
+	wait("beta accepting", 5*time.Second, func() bool { return accepting(b) })
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("the switchover took %v: it must not wait for a lease", took)
+	}
+	if a.vol.Primary() {
+		t.Fatal("alpha is still Primary")
+	}
+	got := make([]byte, 4096)
+	if _, err := b.rep.ReadAt(got, 8192); err != nil || string(got[:21]) != "acknowledged by alpha" {
+		t.Fatalf("beta lacks alpha's acknowledged write: %q, %v", got[:21], err)
+	}
+	copy(block, "acknowledged by beta")
+	if _, err := b.rep.WriteAt(block, 12288); err != nil {
+		t.Fatal(err)
+	}
+	wait("the handlers", 5*time.Second, func() bool {
+		bd, _ := os.ReadFile(filepath.Join(dir, "before-demote"))
+		ap, _ := os.ReadFile(filepath.Join(dir, "after-promote"))
+		return string(bd) == "alpha\n" && strings.Contains(string(ap), "beta\n")
+	})
+
+	// And back: alpha must be in sync again first.
+	wait("alpha in sync", 20*time.Second, func() bool { return inSync(b) })
+	if _, err := do("beta", control.Request{Volume: "r0", Action: control.ActionFailover, To: "alpha"}); err != nil {
+		t.Fatalf("failover back: %v", err)
+	}
+	wait("alpha accepting again", 5*time.Second, func() bool { return accepting(a) })
+	if _, err := a.rep.ReadAt(got, 12288); err != nil || string(got[:20]) != "acknowledged by beta" {
+		t.Fatalf("alpha lacks beta's acknowledged write: %q, %v", got[:20], err)
+	}
+}
