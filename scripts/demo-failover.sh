@@ -222,6 +222,26 @@ echo
 echo "blkrep events on beta, from the SIGKILL to now:"
 grep -v -E '^\s*$' events-beta.txt | sed 's/^/  /' | head -30 || true
 
+say "Planned switchover back to alpha: 'blkrep failover r0' on beta, the primary"
+# beta's voters record alpha in sync once beta's lease says so; the
+# switchover refuses (changing nothing) while alpha is not.
+t=$(now_ms)
+until out=$(br beta failover r0 2>&1); do
+	echo "$out" | grep -q 'not connected and in sync' || fail "the switchover was refused: $out"
+	[ $(($(now_ms) - t)) -lt 10000 ] || fail "the switchover was refused for 10 s: $out"
+	sleep 0.2
+done
+echo "\$ blkrep --config failover.toml --node beta failover r0"
+echo "$out"
+alpha_primary() { [ "$(st alpha "v['role']")" = Primary ] && [ "$(st beta "v['role']")" = Secondary ]; }
+waitfor 10 "alpha Primary and beta Secondary after the switchover" alpha_primary
+timeout 10 qemu-io -f raw "$alpha_uri" -c "write -P 0xcc $((96 * MiB)) 1M" >/dev/null 2>&1 ||
+	fail "alpha does not acknowledge writes after the switchover"
+echo "alpha Primary again and acknowledging writes $(secs $(($(now_ms) - t))) after the command; beta Secondary"
+[ "$(grep -c 'node=alpha ' after-promote.log)" = 2 ] || fail "after_promote did not run on alpha after the switchover"
+waitfor 30 "beta in sync with alpha" in_sync alpha beta
+identical
+
 say "Stop all three"
 stopall
 echo "failover demo: OK ($(secs $(($(now_ms) - t_demo))))"
