@@ -3,6 +3,7 @@ package failover
 import (
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // Policy is what a primary does with writes while it has no quorum.
@@ -149,7 +150,8 @@ type Decider struct {
 	electTerm  uint64
 	electStart int64
 	grants     map[string]bool
-	refused    map[string]int64 // voter -> its retry hint (0 none)
+	refused    map[string]int64  // voter -> its retry hint (0 none)
+	reasons    map[string]string // voter -> why it refused
 	backoff    int64
 
 	// planned switchover: the node this one handed over to, and until
@@ -159,6 +161,13 @@ type Decider struct {
 	quietUntil    int64
 	handoverFrom  string
 	handoverUntil int64
+
+	// operator requests: blkrep primary (an election may start here
+	// until manualUntil, regardless of auto_promote and preferred) and
+	// blkrep secondary (no election here until the next request or a
+	// new primary).
+	manualUntil int64
+	stepDown    bool
 
 	// two nodes: peers the fence-peer handler fenced (they do not count
 	// until they are back), the one being fenced, no new attempt before
@@ -308,6 +317,7 @@ func (d *Decider) Members(now int64, view []MemberView) Actions {
 			d.learn(m.Vol.Term, "")
 			if m.Vol.Role == RolePrimary && m.Vol.Term >= d.term {
 				d.lastPrim = m.Name
+				d.stepDown = d.stepDown && m.Name == d.cfg.Self // another primary ends an operator's step down
 			}
 		}
 	}
@@ -332,6 +342,7 @@ func (d *Decider) learn(term uint64, primary string) {
 	}
 	if primary != "" {
 		d.lastPrim = primary
+		d.stepDown = d.stepDown && primary == d.cfg.Self
 	}
 }
 
@@ -372,6 +383,7 @@ func (d *Decider) VoteAnswer(now int64, from string, req VoteReq, a Answer) Acti
 			d.grants[from] = true
 		} else {
 			d.refused[from] = a.Retry
+			d.reasons[from] = a.Reason
 		}
 	}
 	return d.step(now)
@@ -438,7 +450,9 @@ func (d *Decider) trackData() {
 // why a secondary does not start an election now ("" when it may).
 func (d *Decider) blocked() string {
 	switch {
-	case !d.cfg.AutoPromote:
+	case d.stepDown:
+		return "demoted by the operator (blkrep secondary): 'blkrep primary' or 'blkrep failover' ends it"
+	case !d.cfg.AutoPromote && !d.manualNow():
 		return "automatic promotion is off"
 	case d.witness(d.cfg.Self):
 		return "a witness never promotes"
@@ -463,7 +477,7 @@ func (d *Decider) blocked() string {
 	p := d.lastPrim
 	if p == "" || p == d.cfg.Self {
 		// Cluster start: no primary known anywhere.
-		if d.cfg.Preferred != d.cfg.Self {
+		if d.cfg.Preferred != d.cfg.Self && !d.manualNow() {
 			return "no primary yet and this node is not the preferred one"
 		}
 		if d.dataTerm < d.term {
@@ -477,7 +491,14 @@ func (d *Decider) blocked() string {
 	// unless a majority without this node still renews it, and then the
 	// others refuse the vote (docs/failover.md, "When the primary is gone").
 	leasePrim, leaseRuns := d.voter.LeaseRunning(d.now)
-	if m, ok := d.members[p]; ok && m.State != StateDead && m.State != StateLeft && !handover {
+	// Asked by the operator (blkrep primary): a primary that stepped down
+	// (alive, no longer claiming the role, its lease released) is no
+	// obstacle; the voters still decide.
+	stepped := d.manualNow() && p != d.cfg.Self
+	if m, ok := d.members[p]; ok && stepped {
+		stepped = m.State == StateAlive && m.Vol != nil && m.Vol.Role != RolePrimary
+	}
+	if m, ok := d.members[p]; ok && m.State != StateDead && m.State != StateLeft && !handover && !stepped {
 		if m.State != StateSuspect || (leaseRuns && leasePrim == p) {
 			return fmt.Sprintf("primary %s is %s, not dead", p, m.State)
 		}
@@ -522,7 +543,7 @@ func (d *Decider) maybeElect() Actions {
 	d.phase = phaseCandidate
 	d.electTerm = d.term + 1
 	d.electStart = d.now
-	d.grants, d.refused = map[string]bool{}, map[string]int64{}
+	d.grants, d.refused, d.reasons = map[string]bool{}, map[string]int64{}, map[string]string{}
 	req := VoteReq{Term: d.electTerm, Candidate: d.cfg.Self, DataTerm: d.dataTerm}
 	var a Actions
 	for _, v := range d.cfg.Voters {
@@ -560,7 +581,7 @@ func (d *Decider) candidate() Actions {
 			return a
 		}
 		d.learn(d.electTerm, "")
-		d.handoverFrom, d.handoverTo, d.quietUntil = "", "", 0
+		d.handoverFrom, d.handoverTo, d.quietUntil, d.manualUntil, d.stepDown = "", "", 0, 0, false
 		d.phase = phasePrimary
 		d.pterm, d.dataTerm, d.lastPrim = d.electTerm, d.electTerm, self
 		d.seq, d.granted, d.seqSent, d.grantSeq = 0, map[string]int64{}, map[uint64]int64{}, map[string]uint64{}
@@ -583,7 +604,17 @@ func (d *Decider) candidate() Actions {
 			wait = max(wait, r)
 		}
 		d.backoff = d.now + d.retryAfter(wait)
-		return Actions{Why: fmt.Sprintf("election for term %d got no majority", d.electTerm)}
+		why := fmt.Sprintf("election for term %d got no majority", d.electTerm)
+		var rs []string
+		for _, v := range d.cfg.Voters {
+			if r, ok := d.reasons[v]; ok {
+				rs = append(rs, v+": "+r)
+			}
+		}
+		if len(rs) > 0 {
+			why += " (" + strings.Join(rs, "; ") + ")"
+		}
+		return Actions{Why: why}
 	}
 	return Actions{}
 }
@@ -766,6 +797,54 @@ func (d *Decider) HandoverTarget(to string) (string, error) {
 	return to, nil
 }
 
+func (d *Decider) manualNow() bool { return d.now < d.manualUntil }
+
+// RequestPrimary is 'blkrep primary' under failover: an election for this
+// node starts now, whatever auto_promote and preferred say, but only when
+// no live node is primary, and the voters decide as for any election
+// (quorum, data in sync, nobody outdated). The request holds for one
+// election timeout; Status' Why tells the outcome.
+func (d *Decider) RequestPrimary(now int64) (Actions, error) {
+	d.now = max(d.now, now)
+	switch {
+	case d.phase == phasePrimary:
+		return Actions{}, fmt.Errorf("failover: %s is already the primary of %s (term %d)", d.cfg.Self, d.cfg.Volume, d.pterm)
+	case d.witness(d.cfg.Self):
+		return Actions{}, fmt.Errorf("failover: %s is a witness: it holds no data", d.cfg.Self)
+	}
+	for _, m := range d.members {
+		if m.Name != d.cfg.Self && m.State == StateAlive && m.Vol != nil && m.Vol.Role == RolePrimary {
+			return Actions{}, fmt.Errorf("failover: %s is the primary of %s: run 'blkrep failover %s --to %s' on %s", m.Name, d.cfg.Volume, d.cfg.Volume, d.cfg.Self, m.Name)
+		}
+	}
+	d.stepDown, d.manualUntil, d.backoff, d.quietUntil = false, d.now+d.cfg.ElectionTimeout, 0, 0
+	return d.step(now), nil
+}
+
+// RequestSecondary is 'blkrep secondary' under failover, on the primary:
+// it stops acknowledging, steps down and ends its lease at every voter;
+// no node is promoted while this one stays alive (it is still the
+// primary the others last knew), and this node does not elect itself
+// until 'blkrep primary' or 'blkrep failover'. The caller makes sure no
+// client still writes.
+func (d *Decider) RequestSecondary(now int64) (Actions, error) {
+	d.now = max(d.now, now)
+	if d.phase != phasePrimary {
+		return Actions{}, fmt.Errorf("failover: %s is not the primary of %s", d.cfg.Self, d.cfg.Volume)
+	}
+	rel := LeaseReq{Term: d.pterm, Primary: d.cfg.Self, Seq: d.seq}
+	d.voter.Release(rel, d.now)
+	d.phase, d.accepting, d.stepDown, d.manualUntil = phaseSecondary, false, true, 0
+	a := Actions{Demote: true, HoldWrites: true,
+		Why: fmt.Sprintf("stepped down by the operator (term %d): no primary until 'blkrep primary' or 'blkrep failover'", d.pterm)}
+	for _, v := range d.cfg.Voters {
+		if v != d.cfg.Self {
+			a.Sends = append(a.Sends, Send{To: v, Release: &rel})
+		}
+	}
+	return a, nil
+}
+
 // HandleRelease ends the lease the primary of req.Term holds at this
 // node's voter (from: the sender, which must be that primary).
 func (d *Decider) HandleRelease(now int64, from string, req LeaseReq) Actions {
@@ -781,7 +860,7 @@ func (d *Decider) HandleRelease(now int64, from string, req LeaseReq) Actions {
 func (d *Decider) HandleHandover(now int64, from string, req VoteReq) Actions {
 	d.now = max(d.now, now)
 	if d.phase == phaseSecondary && req.Candidate == d.cfg.Self && from != d.cfg.Self && from == d.lastPrim && req.Term >= d.term {
-		d.handoverFrom, d.handoverUntil, d.backoff = from, d.now+2*d.cfg.ElectionTimeout, 0
+		d.handoverFrom, d.handoverUntil, d.backoff, d.stepDown = from, d.now+2*d.cfg.ElectionTimeout, 0, false
 	}
 	return d.step(now)
 }

@@ -559,6 +559,44 @@ func TestTwoNodeFenceFails(t *testing.T) {
 	c.never("beta", int(6*c.cfg.Lease))
 }
 
+// blkrep secondary on the primary, then blkrep primary elsewhere: no
+// primary in between (nobody promotes while the old one lives), the
+// requested node elected without waiting for a lease; then a request on
+// a node while another is primary is refused, and one with no quorum
+// elects nobody.
+func TestOperatorRequests(t *testing.T) {
+	c := newCluster(t, true, func(cfg *DeciderConfig) { cfg.AutoPromote = true })
+	c.detect = 10 * c.cfg.Lease
+	c.waitAccepting("alpha", 20)
+	c.run(20)
+	if _, err := c.nodes["beta"].d.RequestPrimary(c.now); err == nil || !strings.Contains(err.Error(), "alpha is the primary") {
+		c.fail("RequestPrimary on beta while alpha is primary: %v", err)
+	}
+	a, err := c.nodes["alpha"].d.RequestSecondary(c.now)
+	if err != nil {
+		c.fail("RequestSecondary: %v", err)
+	}
+	c.apply("alpha", a)
+	c.run(int(3 * c.cfg.Lease))
+	if p := c.primaryOf(); p != "" {
+		c.fail("%s is primary after the operator's step down", p)
+	}
+	a, err = c.nodes["beta"].d.RequestPrimary(c.now)
+	if err != nil {
+		c.fail("RequestPrimary on beta: %v", err)
+	}
+	c.apply("beta", a)
+	c.waitAccepting("beta", 3)
+	c.run(int(3 * c.cfg.Lease))
+	if c.primaryOf() != "beta" {
+		c.fail("primary %q, want beta", c.primaryOf())
+	}
+	// alpha, stepped down, follows beta and may take over again when beta
+	// dies.
+	c.crash("beta")
+	c.waitAccepting("alpha", int(3*c.cfg.Lease+c.detect))
+}
+
 // A primary that keeps disappearing for less than a lease is suspect
 // each time, never dead, and keeps its lease: it is not replaced.
 func TestFlappingPrimaryNotReplaced(t *testing.T) {

@@ -223,6 +223,34 @@ func (r *Runner) Handover(volume, to string) (string, error) {
 	return got, err
 }
 
+// RequestPrimary is 'blkrep primary' under failover
+// (Decider.RequestPrimary): an election for this node starts now.
+func (r *Runner) RequestPrimary(volume string) error {
+	return r.request(volume, (*Decider).RequestPrimary)
+}
+
+// RequestSecondary is 'blkrep secondary' under failover
+// (Decider.RequestSecondary): this primary steps down.
+func (r *Runner) RequestSecondary(volume string) error {
+	return r.request(volume, (*Decider).RequestSecondary)
+}
+
+func (r *Runner) request(volume string, f func(*Decider, int64) (Actions, error)) error {
+	return r.call(func() error {
+		rv := r.vols[volume]
+		if rv == nil || rv.rv.Replica == nil {
+			return fmt.Errorf("failover: this node holds no replica of %q", volume)
+		}
+		r.apply(rv, rv.d.SetLocal(r.now(), rv.rv.Replica.Local()))
+		a, err := f(rv.d, r.now())
+		if err == nil && !r.apply(rv, a) {
+			err = fmt.Errorf("failover: the failover state of %q could not be stored", volume)
+		}
+		r.publish()
+		return err
+	})
+}
+
 // Status returns every volume's failover state, sorted by volume.
 func (r *Runner) Status() []VolumeStatus {
 	r.mu.Lock()

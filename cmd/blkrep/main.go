@@ -42,6 +42,8 @@ why it refused: exit 1):
   primary VOLUME [--force]   serve I/O on this node; --force promotes even though this node's
                              data is not known to be the newest (it becomes the reference copy)
   secondary VOLUME           stop serving I/O on this node
+                             (under automatic failover: primary asks the voters to elect this
+                             node, secondary steps down; the same rules as automatic decisions)
   connect VOLUME             connect to the peers (leave StandAlone)
   disconnect VOLUME          drop the peer connections (StandAlone); writes are tracked for
                              the next resync

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -123,8 +124,19 @@ connect_interval = "1s"
 	case <-time.After(10 * time.Second):
 		t.Fatalf("alpha's write was not acknowledged: gate %s", a.gate)
 	}
-	if _, err := ds["alpha"].Do(context.Background(), controlReq("secondary")); err == nil {
-		t.Fatal("blkrep secondary was accepted under automatic failover")
+	// Operator role changes go through the same rules: refused here.
+	for _, c := range []struct {
+		node string
+		req  control.Request
+		want string
+	}{
+		{"beta", controlReq("primary"), "alpha is the primary of r0: run 'blkrep failover r0 --to beta' on alpha"},
+		{"beta", controlReq("secondary"), "beta is not the primary of r0"},
+		{"alpha", control.Request{Volume: "r0", Action: "primary", Force: true}, "primary --force would bypass the voters"},
+	} {
+		if _, err := ds[c.node].Do(context.Background(), c.req); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("%s %+v: %v, want a refusal with %q", c.node, c.req, err, c.want)
+		}
 	}
 
 	// alpha dies: its gossip stops without leaving, then its replication.

@@ -95,9 +95,7 @@ func (d *Daemon) Do(ctx context.Context, req control.Request) (control.Reply, er
 		return err
 	}
 	if v.gate != nil && (req.Action == control.ActionPrimary || req.Action == control.ActionSecondary) {
-		return control.Reply{}, refusal(409, "automatic failover manages the role of %s ([cluster] failover = true): "+
-			"the preferred node is promoted at start and a secondary takes over when the primary dies; "+
-			"set auto_promote = false on the volume to keep a node from being promoted", req.Volume)
+		return d.roleUnderFailover(ctx, v, req)
 	}
 	switch req.Action {
 	case control.ActionFailover:

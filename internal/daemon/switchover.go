@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/blkrep/blkrep/failover"
 	"github.com/blkrep/blkrep/internal/control"
 	"github.com/blkrep/blkrep/internal/repl"
 )
@@ -104,6 +106,59 @@ func (d *Daemon) switchover(ctx context.Context, v *replica, req control.Request
 	}
 	return control.Reply{}, refusal(503, "%s stepped down and asked %s to take over, but no election of %s is known here yet: check 'blkrep status' on %s",
 		d.node.Name, to, to, to)
+}
+
+// roleUnderFailover is 'blkrep primary' and 'blkrep secondary' on a
+// volume failover manages: they go through the same rules as the
+// automatic decisions (docs/failover.md, "Operator requests").
+func (d *Daemon) roleUnderFailover(ctx context.Context, v *replica, req control.Request) (control.Reply, error) {
+	name := v.cfg.Name
+	if d.runner == nil {
+		return control.Reply{}, refusal(503, "automatic failover of %s is not running on %s (see the log): no role change now", name, d.node.Name)
+	}
+	if req.Action == control.ActionSecondary {
+		if isP, _ := d.runnerPrimary(name); !isP {
+			return control.Reply{}, refusal(409, "%s is not the primary of %s", d.node.Name, name)
+		}
+		if s, ok := d.srv.Stats(name); ok && s.Connections > 0 {
+			return control.Reply{}, refusal(409, "%d NBD client(s) have %s open on %s: disconnect them (unmount, detach) first", s.Connections, name, d.node.Name)
+		}
+		d.mu.Lock()
+		dev := v.dev
+		d.mu.Unlock()
+		if dev != nil && dev.status(v.replica.Device).State == "attached" {
+			return control.Reply{}, refusal(409, "%s is attached as %s on %s: unmount it first", name, v.replica.Device, d.node.Name)
+		}
+		if err := d.runner.RequestSecondary(name); err != nil {
+			return control.Reply{}, refusal(409, "%v", err)
+		}
+		return control.Reply{Message: fmt.Sprintf("%s is Secondary on %s; no node is promoted while %s lives, until 'blkrep primary %s' on a node (or 'blkrep failover')",
+			name, d.node.Name, d.node.Name, name)}, nil
+	}
+	if req.Force {
+		return control.Reply{}, refusal(409, "primary --force would bypass the voters, which automatic failover never does: "+
+			"'blkrep primary %s' asks for an election; to force stale data into service, turn failover off for the cluster first", name)
+	}
+	if err := d.runner.RequestPrimary(name); err != nil {
+		return control.Reply{}, refusal(409, "%v", err)
+	}
+	deadline := time.Now().Add(switchoverElect)
+	var st failover.VolumeStatus
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		for _, s := range d.runner.Status() {
+			if s.Volume == name {
+				st = s
+			}
+		}
+		switch {
+		case st.IsPrimary && st.Accepting:
+			return control.Reply{Message: fmt.Sprintf("%s is Primary on %s (elected for term %d)", name, d.node.Name, st.Term)}, nil
+		case strings.Contains(st.Why, "got no majority") || strings.Contains(st.Why, "refuses"):
+			return control.Reply{}, refusal(409, "%s was not elected: %s (see the voters' reasons in the log)", d.node.Name, st.Why)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return control.Reply{}, refusal(503, "%s was not elected within %v: %s", d.node.Name, switchoverElect, st.Why)
 }
 
 // runnerPrimary reports the runner's view: primary, and accepting writes.

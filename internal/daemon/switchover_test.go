@@ -158,4 +158,23 @@ after_promote = "echo $BLKREP_NODE >> %s/after-promote"
 	if _, err := a.rep.ReadAt(got, 12288); err != nil || string(got[:20]) != "acknowledged by beta" {
 		t.Fatalf("alpha lacks beta's acknowledged write: %q, %v", got[:20], err)
 	}
+
+	// blkrep secondary on alpha: nobody is primary while alpha lives;
+	// blkrep primary on beta: beta is elected at once.
+	wait("beta in sync", 20*time.Second, func() bool { return inSync(a) })
+	if _, err := do("alpha", control.Request{Volume: "r0", Action: control.ActionSecondary}); err != nil {
+		t.Fatalf("secondary: %v", err)
+	}
+	time.Sleep(2 * time.Second)
+	if a.vol.Primary() || b.vol.Primary() {
+		t.Fatalf("a primary after the operator's step down: alpha %v, beta %v", a.vol.Primary(), b.vol.Primary())
+	}
+	rep, err = do("beta", control.Request{Volume: "r0", Action: control.ActionPrimary})
+	if err != nil {
+		t.Fatalf("primary on beta: %v", err)
+	}
+	t.Log(rep.Message)
+	if !accepting(b) {
+		t.Fatal("beta does not accept writes after blkrep primary said so")
+	}
 }
