@@ -845,6 +845,17 @@ func (d *Decider) RequestSecondary(now int64) (Actions, error) {
 	return a, nil
 }
 
+// ObserveTerm reports the data term a peer announced in the replication
+// handshake: a term newer than this node knows is learned (a primary of
+// an older term then demotes at once).
+func (d *Decider) ObserveTerm(now int64, peer string, term uint64) Actions {
+	if term > d.term {
+		d.learn(term, "")
+	}
+	a := d.step(now)
+	return a
+}
+
 // HandleRelease ends the lease the primary of req.Term holds at this
 // node's voter (from: the sender, which must be that primary).
 func (d *Decider) HandleRelease(now int64, from string, req LeaseReq) Actions {

@@ -31,6 +31,10 @@ type ReplicaControl interface {
 	Demote() error
 	SetWrites(m WriteMode)
 	SetOutdated(peer string, confirmed bool)
+	// SetTerm tells the replication layer the data term this replica
+	// holds: it travels in every handshake, so a stale primary is refused
+	// (docs/failover.md, "The term in replication traffic").
+	SetTerm(dataTerm uint64)
 }
 
 // RunnerVolume is one volume a runner decides for.
@@ -88,6 +92,7 @@ type runVol struct {
 	st      State
 	why     string
 	lastTry time.Time // of the last promotion retry
+	termSet uint64    // the data term last given to the replica
 }
 
 // VolumeStatus is a volume's failover state for status and logs.
@@ -155,6 +160,10 @@ func StartRunner(cfg RunnerConfig) (*Runner, error) {
 			return nil, fmt.Errorf("failover: volume %q: %w", name, err)
 		}
 		r.vols[name] = &runVol{rv: v, d: d, st: st}
+		if v.Replica != nil {
+			v.Replica.SetTerm(st.DataTerm)
+			r.vols[name].termSet = st.DataTerm
+		}
 	}
 	r.publish()
 	go r.loop()
@@ -248,6 +257,18 @@ func (r *Runner) request(volume string, f func(*Decider, int64) (Actions, error)
 		}
 		r.publish()
 		return err
+	})
+}
+
+// ObserveTerm hands the runner a peer's data term from the replication
+// handshake: a newer term than this node knows ends its primacy. It
+// blocks until the loop took it; call it from its own goroutine.
+func (r *Runner) ObserveTerm(volume, peer string, term uint64) {
+	_ = r.call(func() error {
+		if rv := r.vols[volume]; rv != nil {
+			r.apply(rv, rv.d.ObserveTerm(r.now(), peer, term))
+		}
+		return nil
 	})
 }
 
@@ -410,6 +431,12 @@ func (r *Runner) apply(rv *runVol, a Actions) bool {
 		rv.st = st
 	}
 	rep := rv.rv.Replica
+	if rep != nil && rv.d.DataTerm() != rv.termSet {
+		// Before a promotion is carried out: a handshake must never see
+		// the new primary with its old term.
+		rv.termSet = rv.d.DataTerm()
+		rep.SetTerm(rv.termSet)
+	}
 	if rep != nil {
 		for _, p := range a.OutdateCleared {
 			rep.SetOutdated(p, false)

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,6 +29,7 @@ type fakeReplica struct {
 	writes   WriteMode
 	outdated map[string]bool
 	log      []string
+	dataTerm uint64 // from SetTerm
 }
 
 func (f *fakeReplica) Local() Local {
@@ -50,6 +52,9 @@ func (f *fakeReplica) Promote(term uint64) error {
 	defer f.w.mu.Unlock()
 	f.role, f.term = RolePrimary, term
 	f.log = append(f.log, fmt.Sprintf("promote %d", term))
+	if f.dataTerm != term {
+		f.log = append(f.log, fmt.Sprintf("BUG: promoted for term %d with data term %d in the handshakes", term, f.dataTerm))
+	}
 	return nil
 }
 
@@ -65,6 +70,12 @@ func (f *fakeReplica) SetWrites(m WriteMode) {
 	f.w.mu.Lock()
 	defer f.w.mu.Unlock()
 	f.writes = m
+}
+
+func (f *fakeReplica) SetTerm(t uint64) {
+	f.w.mu.Lock()
+	defer f.w.mu.Unlock()
+	f.dataTerm = t
 }
 
 func (f *fakeReplica) SetOutdated(peer string, c bool) {
@@ -158,6 +169,15 @@ func TestRunnerFailover(t *testing.T) {
 	st, found, err := LoadState(filepath.Join(dir, "witness-r0.json"), testCluster, "r0", "witness")
 	if err != nil || !found || st.Voter.Primary != "beta" || st.Voter.Term < 2 {
 		t.Fatalf("witness state: %+v found %v err %v", st, found, err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, f := range w.reps {
+		for _, l := range f.log {
+			if strings.HasPrefix(l, "BUG") {
+				t.Errorf("%s: %s", f.name, l)
+			}
+		}
 	}
 }
 

@@ -146,7 +146,10 @@ type State struct {
 	// PrimarySince is the unix time (ns) the sender became Primary
 	// (discard-younger-primary); zero when Secondary.
 	PrimarySince uint64
-	// Term is the failover promotion term (zero until failover uses it).
+	// Term is the sender's failover data term: the failover term of the
+	// data it holds (its own term while Primary, that of the primary it
+	// was last in sync with while Secondary); zero when failover is off
+	// or the term is unknown (docs/failover.md).
 	Term uint64
 }
 

@@ -92,7 +92,9 @@ func (d *Daemon) startFailover() error {
 		g.Shutdown()
 		return err
 	}
+	d.mu.Lock() // replication callbacks read d.runner
 	d.gossip, d.runner = g, r
+	d.mu.Unlock()
 	log.Info("automatic failover running", "gossip", d.node.Gossip, "volumes", len(vols), "witness", d.node.Witness)
 	return nil
 }
@@ -260,6 +262,8 @@ func (c *replicaControl) SetWrites(m failover.WriteMode) {
 		c.v.gate.SetMode(repl.GateHold)
 	}
 }
+
+func (c *replicaControl) SetTerm(dataTerm uint64) { c.v.rep.SetTerm(dataTerm) }
 
 func (c *replicaControl) SetOutdated(peer string, confirmed bool) {
 	c.v.gate.SetOutdated(peer, confirmed)

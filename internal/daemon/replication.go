@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 
+	"github.com/blkrep/blkrep/failover"
 	"github.com/blkrep/blkrep/internal/control"
 	"github.com/blkrep/blkrep/internal/repl"
 )
@@ -57,9 +58,27 @@ func (d *Daemon) newReplica(v *replica, log *slog.Logger) (*repl.Replica, error)
 		Event: func(peer, kind, old, new, msg string) {
 			d.bus.Publish(control.Event{Volume: vc.Name, Peer: peer, Kind: kind, Old: old, New: new, Message: msg})
 		},
+		OnPeerTerm: func(peer string, term uint64) {
+			d.mu.Lock()
+			run := d.runner
+			d.mu.Unlock()
+			if run != nil {
+				run.ObserveTerm(vc.Name, peer, term)
+			}
+		},
 	}, v.vol)
 	if err != nil {
 		return nil, err
+	}
+	if vc.Failover {
+		// The data term travels in every handshake (docs/failover.md, "The
+		// term in replication traffic"): known from the first one on.
+		st, _, err := failover.LoadState(d.statePath(vc.Name), d.cfg.Cluster.Name, vc.Name, d.node.Name)
+		if err != nil {
+			r.Close()
+			return nil, err
+		}
+		r.SetTerm(st.DataTerm)
 	}
 	d.rln.Add(r)
 	return r, nil

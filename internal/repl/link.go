@@ -90,6 +90,12 @@ type linkState struct {
 	handshake  *handshakeInfo
 	resync     *progress
 	verify     *progress
+	// peerTerm is the peer's failover data term as it last told it (0:
+	// failover off or unknown); kept when the link drops.
+	peerTerm uint64
+	// staleReported is the stale-primary refusal last reported (term.go),
+	// "" once a handshake passes that check.
+	staleReported string
 }
 
 type handshakeInfo struct {

@@ -234,7 +234,7 @@ func (l *link) status() control.Peer {
 	l.mu.Unlock()
 	p := control.Peer{
 		Node: l.peer.Node, Address: l.peer.Address,
-		Connection: st.conn, Replication: st.repl, Role: st.peerRole, Disk: st.peerDisk,
+		Connection: st.conn, Replication: st.repl, Role: st.peerRole, Disk: st.peerDisk, Term: st.peerTerm,
 		OutOfSyncBytes: l.v.DirtyBytes(l.slot), UnackedBytes: unacked, InFlightWrites: inflight,
 		SplitBrain: st.splitBrain, LastError: st.lastErr,
 		SentBytes: l.sent.Load(), ReceivedBytes: l.recvd.Load(), Reconnects: l.reconnects.Load(),

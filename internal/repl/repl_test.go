@@ -40,6 +40,7 @@ type tnode struct {
 	lnDone  chan struct{}
 	tweak   func(*Config)
 	primary bool
+	term    uint64 // the failover data term set before the replica starts
 }
 
 func testLog(t testing.TB) *slog.Logger {
@@ -100,6 +101,7 @@ func (n *tnode) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.SetTerm(n.term)
 	var l net.Listener
 	for i := 0; ; i++ {
 		l, err = net.Listen("tcp", n.addr)

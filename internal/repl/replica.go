@@ -52,6 +52,13 @@ type Config struct {
 	// acknowledged (automatic failover: docs/failover.md); nil: no
 	// failover, a Primary keeps serving without its peers.
 	Gate *FailoverGate
+	// OnPeerTerm, when set, is told a peer's failover data term (see
+	// Replica.SetTerm) whenever a handshake, or a state update on a
+	// connected link, brings one > 0. It is called on a goroutine of its
+	// own, never by a session: calls for one peer come in order, and a
+	// value superseded before its call is skipped. Automatic failover
+	// uses it to learn newer terms (a stale primary demotes).
+	OnPeerTerm func(peer string, term uint64)
 }
 
 // Named points passed to Config.Hook.
@@ -129,6 +136,13 @@ type Replica struct {
 	// replica (unix ns): written by the Primary, or applied from the
 	// Primary on a Secondary. A resync yields to it (resync_rate_min).
 	lastApp atomic.Int64
+	// term is this node's failover data term (SetTerm); 0: failover off
+	// or unknown.
+	term atomic.Uint64
+	// Config.OnPeerTerm calls waiting for delivery (term.go).
+	ptMu      sync.Mutex
+	ptPending map[string]uint64
+	ptRunning bool
 
 	wg sync.WaitGroup // the links' goroutines
 }

@@ -103,6 +103,7 @@ func (s *session) localState() protocol.State {
 		Bitmap:      g.Bitmap,
 		History:     g.History,
 		DirtyBytes:  uint64(s.v.DirtyBytes(l.slot)),
+		Term:        l.r.term.Load(),
 	}
 	if g.Primary {
 		st.Role = protocol.RolePrimary
@@ -175,9 +176,22 @@ func (s *session) handshake() error {
 	case peer.Protocol != mine.Protocol:
 		return s.refuseStandAlone(fmt.Sprintf("protocol differs: %s uses %c, we use %c", l.peer.Node, peer.Protocol, mine.Protocol))
 	}
+	// The failover terms (term.go): learn the peer's, refuse a stale
+	// primary.
+	l.mu.Lock()
+	l.state.peerTerm = peer.Term
+	l.mu.Unlock()
+	l.r.notifyPeerTerm(l.peer.Node, peer.Term)
+	if msg := s.staleTerm(mine, peer); msg != "" {
+		return s.refuseRetry(msg)
+	}
 	local, remote := gensOf(mine, cfg.Node), gensOf(peer, l.peer.Node)
 	d := protocol.Decide(local, remote)
 	d = s.resolve(d, mine, peer)
+	d, msg := s.termDirection(d, mine, peer)
+	if msg != "" {
+		return s.refuseRetry(msg)
+	}
 	s.decision = d
 	l.log.Info("handshake", "rule", d.Rule, "action", d.Action.String(),
 		"local_current", fmt.Sprintf("%016X", mine.Current), "peer_current", fmt.Sprintf("%016X", peer.Current))
@@ -204,6 +218,12 @@ func (s *session) handshake() error {
 		return s.refuseStandAlone(msg)
 	}
 	if peer.Role == protocol.RolePrimary && mine.Role == protocol.RolePrimary {
+		if termsKnown(mine, peer) {
+			// Both Primary for one term cannot last under failover (a
+			// term has one primary): wait for it to demote one.
+			return s.refuseRetry(fmt.Sprintf("both %s and %s are Primary (failover terms %d and %d): waiting for failover to demote one",
+				cfg.Node, l.peer.Node, mine.Term, peer.Term))
+		}
 		return s.refuseStandAlone(fmt.Sprintf("both %s and %s are Primary: demote one (`blkrep secondary %s`), then `blkrep connect %s` on both",
 			cfg.Node, l.peer.Node, cfg.Volume, cfg.Volume))
 	}
@@ -242,11 +262,16 @@ func (s *session) handshake() error {
 	return nil
 }
 
-// resolve applies the split-brain policies and the operator's
-// --discard-my-data / --full requests to a decision.
+// resolve applies the failover terms, the split-brain policies and the
+// operator's --discard-my-data / --full requests to a decision.
 func (s *session) resolve(d protocol.Decision, mine, peer protocol.State) protocol.Decision {
 	cfg := &s.l.r.cfg
 	if d.Action == protocol.SplitBrain {
+		// Different failover terms decide before any policy or operator
+		// request: the newer term's data holds every acknowledged write.
+		if victimLocal, ok := termVictim(mine, peer); ok {
+			return s.termResolve(d, mine, peer, victimLocal)
+		}
 		victimLocal, ok := protocol.SplitBrainVictim(cfg.AfterSplitBrain, mine, peer, cfg.Node < s.l.peer.Node)
 		if ok {
 			rule := d.Rule + "+" + cfg.AfterSplitBrain
@@ -924,10 +949,14 @@ func (s *session) peerChanged(st protocol.State) error {
 	l.mu.Lock()
 	oldRole := l.state.peerRole
 	l.state.peerRole, l.state.peerDisk = st.Role.String(), diskState(st)
+	l.state.peerTerm = st.Term
 	repl := l.state.repl
 	l.mu.Unlock()
 	if oldRole != st.Role.String() {
 		l.event("peer-role", oldRole, st.Role.String(), "")
+	}
+	if st.Term != old.Term {
+		l.r.notifyPeerTerm(l.peer.Node, st.Term)
 	}
 	if st.Current != old.Current && st.Role == protocol.RolePrimary && !s.v.Primary() && repl == ReplEstablished {
 		// In sync and connected: the Primary's new generation is ours.
