@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/blkrep/blkrep/failover"
@@ -142,7 +143,7 @@ func (d *Daemon) runHandlerErr(volume, name string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), vc.HandlerTimeout)
 	defer cancel()
-	c := exec.CommandContext(ctx, "/bin/sh", "-c", cmd)
+	c := handlerCommand(ctx, cmd)
 	dev := ""
 	for _, v := range d.volumes {
 		if v.cfg.Name == volume {
@@ -155,10 +156,14 @@ func (d *Daemon) runHandlerErr(volume, name string) error {
 	switch {
 	case ctx.Err() != nil:
 		d.log.Error("failover handler timed out", "volume", volume, "handler", name, "timeout", vc.HandlerTimeout, "output", string(out))
-		return fmt.Errorf("the %s handler timed out after %v", name, vc.HandlerTimeout)
+		err = fmt.Errorf("the %s handler timed out after %v (killed)", name, vc.HandlerTimeout)
+		d.bus.Publish(control.Event{Volume: volume, Kind: "failover-handler", New: name, Message: err.Error()})
+		return err
 	case err != nil:
 		d.log.Error("failover handler failed", "volume", volume, "handler", name, "err", err, "output", string(out))
-		return fmt.Errorf("the %s handler failed (%v): %s", name, err, strings.TrimSpace(string(out)))
+		err = fmt.Errorf("the %s handler failed (%v): %s", name, err, strings.TrimSpace(string(out)))
+		d.bus.Publish(control.Event{Volume: volume, Kind: "failover-handler", New: name, Message: err.Error()})
+		return err
 	default:
 		d.log.Info("failover handler done", "volume", volume, "handler", name, "output", string(out))
 	}
@@ -183,7 +188,7 @@ func (d *Daemon) runFence(volume, peer string) bool {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), vc.HandlerTimeout)
 	defer cancel()
-	c := exec.CommandContext(ctx, "/bin/sh", "-c", vc.FencePeer)
+	c := handlerCommand(ctx, vc.FencePeer)
 	c.Env = append(os.Environ(), "BLKREP_HANDLER=fence-peer", "BLKREP_VOLUME="+volume, "BLKREP_NODE="+d.node.Name,
 		"BLKREP_PEER="+peer, "BLKREP_CLUSTER="+d.cfg.Cluster.Name)
 	out, err := c.CombinedOutput()
@@ -200,6 +205,18 @@ func (d *Daemon) runFence(volume, peer string) bool {
 		d.log.Error(msg, "volume", volume, "err", err, "output", strings.TrimSpace(string(out)))
 	}
 	return ok
+}
+
+// handlerCommand runs cmd with /bin/sh -c in its own process group: when
+// ctx ends (handler_timeout) the whole group is killed, and the output is
+// not waited for longer than a second after that, so a handler that
+// leaves a child behind holding its output cannot wedge the daemon.
+func handlerCommand(ctx context.Context, cmd string) *exec.Cmd {
+	c := exec.CommandContext(ctx, "/bin/sh", "-c", cmd)
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
+	c.WaitDelay = time.Second
+	return c
 }
 
 // replicaControl adapts a replicated volume to failover.ReplicaControl.
