@@ -6,7 +6,7 @@ FUZZTIME ?= 10s
 # thread (see nbd/kernel), and the same binaries run inside QEMU guests.
 export CGO_ENABLED := 0
 
-.PHONY: build test test-unit test-race test-fuzz test-process deps demo bench bench-resync vet fmt-check vm-smoke clean
+.PHONY: build test test-unit test-race test-fuzz test-process deps demo bench bench-resync bench-failover test-netns vet fmt-check vm-smoke clean
 
 build:
 	$(GO) build -trimpath -o $(BIN)/ ./cmd/blkrepd ./cmd/blkrep
@@ -15,21 +15,25 @@ deps:
 	bash scripts/install-deps.sh test
 
 ## test: everything CI runs: static checks, unit + interop tests (real NBD
-## clients), race detector on the concurrent core, short fuzzing, and the
-## real daemon attaching /dev/nbd0 on Debian's 6.1 and 6.12 kernels (QEMU).
-test: deps build vet fmt-check test-unit test-race test-fuzz test-process vm-smoke
+## clients), race detector on the concurrent core, short fuzzing, the demos
+## asserted, failover in network namespaces, and the real daemon attaching
+## /dev/nbd0 on Debian's 6.1 and 6.12 kernels (QEMU).
+test: deps build vet fmt-check test-unit test-race test-fuzz test-process test-netns vm-smoke
 
 test-unit:
 	BLKREP_REQUIRE_INTEROP=1 $(GO) test -count=1 ./...
 
 # The race detector needs cgo.
 test-race:
-	CGO_ENABLED=1 $(GO) test -race -count=1 ./nbd/... ./internal/store/ ./internal/daemon/ ./internal/control/ ./internal/volume/ ./internal/repl/ ./activelog/ ./failover/
+	CGO_ENABLED=1 $(GO) test -race -count=1 ./nbd/... ./internal/store/ ./internal/daemon/ ./internal/control/ ./internal/volume/ ./internal/repl/ ./activelog/ ./failover/ ./internal/nbdclient/
 
 ## test-process: real daemons from examples/local.toml on loopback (the
-## replicated demo with every step asserted: SIGKILL, resync, split brain).
+## replicated demo with every step asserted: SIGKILL, resync, split brain),
+## then examples/failover.toml (the failover demo, asserted: alpha SIGKILLed,
+## beta takes over, alpha returns Secondary with a partial resync).
 test-process: build
 	d=$$(mktemp -d) && DEMO_DIR=$$d bash scripts/demo-replicated.sh >$$d/out.txt 2>&1 \
+		&& DEMO_DIR=$$d bash scripts/demo-failover.sh >>$$d/out.txt 2>&1 \
 		&& echo "test-process: OK" || { cat $$d/out.txt; exit 1; }
 
 test-fuzz:
@@ -44,11 +48,14 @@ fmt-check:
 
 ## demo: a standalone node on loopback, then examples/local.toml: alpha and
 ## beta replicating (protocol C), partial resyncs after a disconnect and a
-## SIGKILL, a split brain resolved with --discard-my-data.
+## SIGKILL, a split brain resolved with --discard-my-data; then
+## examples/failover.toml: automatic failover with a witness (alpha
+## SIGKILLed, beta takes over, alpha returns Secondary and resyncs).
 demo: build
 	bash scripts/install-deps.sh test
 	bash scripts/demo.sh
 	bash scripts/demo-replicated.sh
+	bash scripts/demo-failover.sh
 
 ## bench: fio against blkrepd (with and without metadata, and replicated pairs
 ## under protocols A, B and C), nbdkit, qemu-nbd and nbd-server in one run; then
@@ -65,6 +72,18 @@ bench: build
 bench-resync: build
 	bash scripts/install-deps.sh bench
 	bash scripts/bench-resync.sh
+
+## bench-failover: automatic failover on loopback under a writer, default
+## and fast profiles: SIGKILL of the primary to the first write the new
+## primary acknowledges, 7 rounds each; no acknowledged write may be lost.
+bench-failover: build
+	$(GO) run ./scripts/bench/failover -bin $(BIN) $(BENCH_FAILOVER_ARGS)
+
+## test-netns: real daemons in network namespaces (root, ip, nft): kill,
+## partitions, an isolated witness; checked for two primaries acknowledging
+## at once, lost writes and diverging disks.
+test-netns: build
+	BLKREP_REQUIRE_NETNS=1 $(GO) test -count=1 -timeout 10m ./tests/netns/
 
 ## vm-smoke: blkrepd attaching /dev/nbd0 on Debian's 6.1 and 6.12 kernels.
 vm-smoke: build

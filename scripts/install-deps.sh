@@ -29,6 +29,7 @@ pkgs_test=(
 	util-linux      # setsid, flock, ...
 	procps          # pgrep/pkill -P, ps
 	iproute2        # ip netns
+	nftables        # nft: partitions in tests/netns
 	jq
 	python3
 )
