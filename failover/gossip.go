@@ -67,6 +67,10 @@ const envelopeVersion = 1
 // joinRetry is how often a node that has not joined any seed tries again.
 const joinRetry = time.Second
 
+// reconnectEvery is how often a joined node contacts again the seeds it
+// does not see alive (Gossip.reconnect).
+var reconnectEvery = 2 * time.Second
+
 // memberlist v0.7.0 logs suspectPrefix + name + suspectSuffix (after
 // "memberlist: ") when the local failure detector's probe of a node
 // fails, just before it marks the node suspect (state.go, probeNode).
@@ -407,6 +411,7 @@ func (g *Gossip) join() {
 		n, err := g.ml.Join(g.seeds)
 		if n > 0 {
 			g.log.Info("joined the cluster", "seeds_contacted", n, "attempts", attempt)
+			g.reconnect()
 			return
 		}
 		if attempt == 1 {
@@ -420,6 +425,52 @@ func (g *Gossip) join() {
 			t.Stop()
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// reconnect joins again, every reconnectEvery, each seed whose node this
+// node does not see alive. memberlist never probes a member it declared
+// dead, so without this a partition that heals leaves the two sides
+// seeing each other dead for good (found by tests/netns: a witness cut
+// off for 15 s was never alive again for a data node, which then had no
+// quorum). Serf does the same.
+func (g *Gossip) reconnect() {
+	for {
+		t := time.NewTimer(reconnectEvery)
+		select {
+		case <-g.done:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		g.mu.Lock()
+		quit := g.stopped || g.left
+		alive := map[string]bool{}
+		for name, e := range g.members {
+			if e.state == StateAlive && name != g.cfg.Node {
+				alive[net.JoinHostPort(e.ip.String(), strconv.Itoa(int(e.port)))] = true
+			}
+		}
+		g.mu.Unlock()
+		if quit {
+			return
+		}
+		for _, seed := range g.seeds {
+			g.mu.Lock()
+			quit := g.stopped || g.left
+			g.mu.Unlock()
+			if quit {
+				return
+			}
+			if alive[seed] {
+				continue
+			}
+			if n, err := g.ml.Join([]string{seed}); n > 0 {
+				g.log.Info("reconnected to a node not seen alive", "address", seed)
+			} else {
+				g.log.Debug("reconnect failed", "address", seed, "err", joinError(err))
+			}
 		}
 	}
 }

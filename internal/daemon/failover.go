@@ -257,7 +257,7 @@ func (c *replicaControl) Local() failover.Local {
 }
 
 func (c *replicaControl) Promote(term uint64) error {
-	if err := c.v.rep.Promote(false); err != nil {
+	if err := c.v.rep.PromoteElected(); err != nil {
 		return err
 	}
 	c.d.attachIfConfigured(c.v)

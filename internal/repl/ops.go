@@ -47,6 +47,44 @@ func (r *Replica) Promote(force bool) error {
 	return nil
 }
 
+// PromoteElected is Promote for a node automatic failover elected
+// (docs/failover.md): the voters decided, so a peer this replica still
+// sees as Primary is a stale one whose link has not noticed yet (a
+// partition waits for the ping timeout). Its session is dropped (the
+// link reconnects, and the handshake's term check refuses the stale
+// primary) and the promotion goes ahead. Writes that peer had in flight
+// were never acknowledged: it lost its lease before this election.
+func (r *Replica) PromoteElected() error {
+	var dropped bool
+	for _, l := range r.links {
+		if !l.peerPrimary() {
+			continue
+		}
+		l.mu.Lock()
+		s := l.sess
+		l.mu.Unlock()
+		if s != nil {
+			r.log.Warn("dropping the session with the stale primary: this node was elected", "peer", l.peer.Node)
+			s.kill(fmt.Errorf("%s was elected primary: the session with %s, primary of an older term, ends", r.cfg.Node, l.peer.Node))
+			dropped = true
+		}
+	}
+	if dropped {
+		deadline := time.Now().Add(time.Second)
+		for time.Now().Before(deadline) {
+			stale := false
+			for _, l := range r.links {
+				stale = stale || l.peerPrimary()
+			}
+			if !stale {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	return r.Promote(false)
+}
+
 // Demote makes the replica Secondary; the caller has checked that no
 // client and no device uses it. Writes in flight have completed.
 func (r *Replica) Demote() error {
