@@ -3,17 +3,13 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/blkrep/blkrep/failover"
-	"github.com/blkrep/blkrep/internal/config"
 	"github.com/blkrep/blkrep/internal/control"
-	"github.com/blkrep/blkrep/internal/testnet"
 )
 
 // What the operator sees of automatic failover: the failover part of the
@@ -21,76 +17,8 @@ import (
 // control socket), the "failover" events and the metrics, before and after
 // the primary dies.
 func TestDaemonFailoverStatus(t *testing.T) {
-	dir := t.TempDir()
-	metrics := map[string]string{"alpha": testnet.MustAddr(t), "beta": testnet.MustAddr(t), "witness": testnet.MustAddr(t)}
-	conf := fmt.Sprintf(`
-[cluster]
-name = "t"
-secret = "failover-test-secret-0123456789"
-failover = true
-
-[[node]]
-name = "alpha"
-control_socket = "alpha.ctl"
-address = %q
-gossip = %q
-metrics = %q
-
-[[node]]
-name = "beta"
-control_socket = "beta.ctl"
-address = %q
-gossip = %q
-metrics = %q
-
-[[node]]
-name = "witness"
-control_socket = "witness.ctl"
-gossip = %q
-metrics = %q
-witness = true
-
-[[volume]]
-name = "r0"
-size = "4MiB"
-connect_interval = "1s"
-
-  [[volume.replica]]
-  node = "alpha"
-  disk = "alpha-r0.img"
-  create = true
-
-  [[volume.replica]]
-  node = "beta"
-  disk = "beta-r0.img"
-  create = true
-`, testnet.MustAddr(t), testnet.MustAddr(t), metrics["alpha"],
-		testnet.MustAddr(t), testnet.MustAddr(t), metrics["beta"],
-		testnet.MustAddr(t), metrics["witness"])
-	path := filepath.Join(dir, "c.toml")
-	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ds := map[string]*Daemon{}
-	evs := map[string]<-chan control.Event{}
-	for _, n := range []string{"alpha", "beta", "witness"} {
-		d, err := New(cfg, n, Options{NoDevices: true, Log: testDaemonLog(n)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ch, stop := d.Subscribe() // before Start: the first failover event comes from it
-		t.Cleanup(stop)
-		evs[n] = ch
-		if err := d.Start(); err != nil {
-			t.Fatalf("%s: %v", n, err)
-		}
-		ds[n] = d
-		t.Cleanup(func() { d.Shutdown(context.Background()) })
-	}
+	c := startFailoverCluster(t, foOptions{Metrics: true})
+	ds, evs, metrics := c.ds, c.events, c.metrics
 	// failover returns node's failover state of r0 as the control socket
 	// sends it (a witness's from witness_volumes), with the whole status.
 	failoverOf := func(node string) (*control.Failover, *control.Status) {

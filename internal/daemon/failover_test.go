@@ -2,18 +2,14 @@ package daemon
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/blkrep/blkrep/failover"
-	"github.com/blkrep/blkrep/internal/config"
 	"github.com/blkrep/blkrep/internal/control"
-	"github.com/blkrep/blkrep/internal/testnet"
 )
 
 // Three daemons (alpha, beta and a witness) with automatic failover:
@@ -21,79 +17,12 @@ import (
 // writes; manual role changes are refused; when alpha's daemon dies, beta
 // takes over and accepts writes, with the data alpha acknowledged.
 func TestDaemonFailover(t *testing.T) {
-	dir := t.TempDir()
-	text := fmt.Sprintf(`
-[cluster]
-name = "t"
-secret = "failover-test-secret-0123456789"
-failover = true
-# The default profile (probe 1s, timeout 500ms): the fast one's 100 ms
-# probe timeout flaps under a loaded CI machine running every package's
-# tests at once.
-
-[[node]]
-name = "alpha"
-control_socket = "alpha.ctl"
-address = %q
-gossip = %q
-
-[[node]]
-name = "beta"
-control_socket = "beta.ctl"
-address = %q
-gossip = %q
-
-[[node]]
-name = "witness"
-control_socket = "witness.ctl"
-gossip = %q
-witness = true
-
-[[volume]]
-name = "r0"
-size = "4MiB"
-connect_interval = "1s"
-
-  [[volume.replica]]
-  node = "alpha"
-  disk = "alpha-r0.img"
-  create = true
-
-  [[volume.replica]]
-  node = "beta"
-  disk = "beta-r0.img"
-  create = true
-`, testnet.MustAddr(t), testnet.MustAddr(t), testnet.MustAddr(t), testnet.MustAddr(t), testnet.MustAddr(t))
-	path := filepath.Join(dir, "c.toml")
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ds := map[string]*Daemon{}
-	for _, n := range []string{"alpha", "beta", "witness"} {
-		d, err := New(cfg, n, Options{NoDevices: true, Log: testDaemonLog(n)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := d.Start(); err != nil {
-			t.Fatalf("%s: %v", n, err)
-		}
-		ds[n] = d
-		t.Cleanup(func() { d.Shutdown(context.Background()) })
-	}
-	wait := func(what string, d time.Duration, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(d)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out after %s waiting for %s", d, what)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	// The default profile (probe 1s, timeout 500ms): the fast one's 100 ms
+	// probe timeout flaps under a loaded CI machine running every
+	// package's tests at once.
+	c := startFailoverCluster(t, foOptions{})
+	ds := c.ds
+	wait := func(what string, d time.Duration, cond func() bool) { t.Helper(); waitUntil(t, what, d, cond) }
 	a, b := ds["alpha"].volumes[0], ds["beta"].volumes[0]
 	wait("alpha Primary and accepting", 20*time.Second, func() bool {
 		return a.vol.Primary() && a.gate.Mode().String() == "accept"
@@ -140,10 +69,7 @@ connect_interval = "1s"
 	}
 
 	// alpha dies: its gossip stops without leaving, then its replication.
-	killed := time.Now()
-	ds["alpha"].runner.Close()
-	ds["alpha"].gossip.Shutdown()
-	ds["alpha"].Shutdown(context.Background())
+	killed := c.kill("alpha")
 	deadline := time.Now().Add(60 * time.Second)
 	for !(b.vol.Primary() && b.gate.Mode().String() == "accept") {
 		if time.Now().After(deadline) {

@@ -2,16 +2,13 @@ package daemon
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/blkrep/blkrep/internal/config"
 	"github.com/blkrep/blkrep/internal/control"
-	"github.com/blkrep/blkrep/internal/testnet"
 )
 
 // blkrep failover: alpha, the primary, hands over to beta (its
@@ -19,84 +16,12 @@ import (
 // alpha's acknowledged write and accepts writes within a second or two;
 // refusals name the problem and change nothing; then back to alpha.
 func TestDaemonSwitchover(t *testing.T) {
-	dir := t.TempDir()
-	text := fmt.Sprintf(`
-[cluster]
-name = "t"
-secret = "failover-test-secret-0123456789"
-failover = true
-
-[[node]]
-name = "alpha"
-control_socket = "alpha.ctl"
-address = %q
-gossip = %q
-
-[[node]]
-name = "beta"
-control_socket = "beta.ctl"
-address = %q
-gossip = %q
-
-[[node]]
-name = "witness"
-control_socket = "witness.ctl"
-gossip = %q
-witness = true
-
-[[volume]]
-name = "r0"
-size = "4MiB"
-connect_interval = "1s"
-before_demote = "echo $BLKREP_NODE >> %s/before-demote"
-after_promote = "echo $BLKREP_NODE >> %s/after-promote"
-
-  [[volume.replica]]
-  node = "alpha"
-  disk = "alpha-r0.img"
-  create = true
-
-  [[volume.replica]]
-  node = "beta"
-  disk = "beta-r0.img"
-  create = true
-`, testnet.MustAddr(t), testnet.MustAddr(t), testnet.MustAddr(t), testnet.MustAddr(t), testnet.MustAddr(t), dir, dir)
-	path := filepath.Join(dir, "c.toml")
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ds := map[string]*Daemon{}
-	for _, n := range []string{"alpha", "beta", "witness"} {
-		d, err := New(cfg, n, Options{NoDevices: true, Log: testDaemonLog(n)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := d.Start(); err != nil {
-			t.Fatalf("%s: %v", n, err)
-		}
-		ds[n] = d
-		t.Cleanup(func() { d.Shutdown(context.Background()) })
-	}
-	wait := func(what string, d time.Duration, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(d)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out after %s waiting for %s", d, what)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	c := startFailoverCluster(t, foOptions{VolumeKeys: "before_demote = \"echo $BLKREP_NODE >> {dir}/before-demote\"\n" +
+		"after_promote = \"echo $BLKREP_NODE >> {dir}/after-promote\"\n"})
+	ds, dir := c.ds, c.dir
+	wait := func(what string, d time.Duration, cond func() bool) { t.Helper(); waitUntil(t, what, d, cond) }
 	a, b := ds["alpha"].volumes[0], ds["beta"].volumes[0]
-	accepting := func(v *replica) bool { return v.vol.Primary() && v.gate.Mode().String() == "accept" }
-	inSync := func(v *replica) bool {
-		p := v.rep.Peers()[0]
-		return p.Replication == "Established" && p.Disk == "UpToDate"
-	}
+	inSync := peerInSync
 	wait("alpha Primary and accepting", 20*time.Second, func() bool { return accepting(a) })
 	wait("beta in sync", 20*time.Second, func() bool { return inSync(a) })
 	block := make([]byte, 4096)
