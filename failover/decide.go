@@ -604,6 +604,12 @@ func (d *Decider) candidate() Actions {
 			wait = max(wait, r)
 		}
 		d.backoff = d.now + d.retryAfter(wait)
+		if wait > 0 && d.handoverFrom != "" && d.now < d.handoverUntil {
+			// Taking over on request: the old primary's release of its
+			// lease is on its way to the voters that refused (messages
+			// may overtake each other); ask again soon.
+			d.backoff = d.now + max(d.cfg.ElectionTimeout/30, 1)
+		}
 		why := fmt.Sprintf("election for term %d got no majority", d.electTerm)
 		var rs []string
 		for _, v := range d.cfg.Voters {
@@ -871,7 +877,11 @@ func (d *Decider) HandleRelease(now int64, from string, req LeaseReq) Actions {
 func (d *Decider) HandleHandover(now int64, from string, req VoteReq) Actions {
 	d.now = max(d.now, now)
 	if d.phase == phaseSecondary && req.Candidate == d.cfg.Self && from != d.cfg.Self && from == d.lastPrim && req.Term >= d.term {
-		d.handoverFrom, d.handoverUntil, d.backoff, d.stepDown = from, d.now+2*d.cfg.ElectionTimeout, 0, false
+		d.handoverFrom, d.handoverUntil, d.backoff, d.stepDown, d.quietUntil = from, d.now+2*d.cfg.ElectionTimeout, 0, false, 0
+		// The request comes from the lease holder, which stepped down
+		// before sending it: it ends its lease here as its release would
+		// (that message may still be on its way).
+		d.voter.Release(LeaseReq{Term: req.Term, Primary: from}, d.now)
 	}
 	return d.step(now)
 }

@@ -486,6 +486,57 @@ func TestPlannedSwitchover(t *testing.T) {
 	c.waitAccepting("alpha", 3)
 }
 
+// Handing straight back: alpha, which just handed over (and would not
+// elect itself for a while), takes over at once when beta asks it to.
+func TestHandoverBack(t *testing.T) {
+	c := newCluster(t, true, nil)
+	c.detect = 10 * c.cfg.Lease
+	c.waitAccepting("alpha", 20)
+	c.run(20)
+	for _, hop := range [][2]string{{"alpha", "beta"}, {"beta", "alpha"}, {"alpha", "beta"}} {
+		c.run(2) // in sync again
+		_, a, err := c.nodes[hop[0]].d.Handover(c.now, hop[1])
+		if err != nil {
+			c.fail("Handover %s -> %s: %v", hop[0], hop[1], err)
+		}
+		c.apply(hop[0], a)
+		c.waitAccepting(hop[1], 3)
+	}
+}
+
+// The handover overtakes the releases (messages may reorder): beta's own
+// voter and the witness still hold alpha's lease when beta is asked to
+// take over. beta must not wait for the releases (or a lease) to elect
+// itself with alpha's vote.
+func TestHandoverBeforeRelease(t *testing.T) {
+	c := newCluster(t, true, func(cfg *DeciderConfig) { cfg.Lease = 300 }) // long leases: waiting for one shows
+	c.detect = 10 * c.cfg.Lease
+	c.waitAccepting("alpha", 20)
+	c.run(20)
+	_, a, err := c.nodes["alpha"].d.Handover(c.now, "beta")
+	if err != nil {
+		c.fail("Handover: %v", err)
+	}
+	sends := a.Sends
+	a.Sends = nil
+	c.apply("alpha", a)
+	var late []Send
+	for _, s := range sends {
+		if s.Handover != nil {
+			c.deliver("alpha", s)
+		} else {
+			late = append(late, s)
+		}
+	}
+	took := c.waitAccepting("beta", 100)
+	for _, s := range late {
+		c.deliver("alpha", s)
+	}
+	if took > 10 {
+		c.fail("beta accepted %d ticks after the handover, waiting for the releases", took)
+	}
+}
+
 // A handover whose messages are lost leaves no primary for a while, then
 // the cluster elects one again (the one asked, or the old primary once its
 // quiet time is over): never two.

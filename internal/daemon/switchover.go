@@ -84,6 +84,7 @@ func (d *Daemon) switchover(ctx context.Context, v *replica, req control.Request
 			v.gate.SetMode(repl.GateAccept)
 		}
 	}
+	v.rep.Drain(switchoverDrain) // closes the open epochs at once rather than after up to a second
 	deadline := time.Now().Add(switchoverDrain)
 	for !drained(v.rep.Peers(), req.To) {
 		if time.Now().After(deadline) || ctx.Err() != nil {

@@ -85,6 +85,33 @@ func (r *Replica) PromoteElected() error {
 	return r.Promote(false)
 }
 
+// Drain closes every open epoch and waits, at most timeout, until each
+// connected peer acknowledged every write sent to it (under every
+// protocol). It reports whether all did. A planned switchover calls it
+// with writes held, so that the node taking over has every write.
+func (r *Replica) Drain(timeout time.Duration) bool {
+	var waits []func() bool
+	for _, l := range r.links {
+		if w := l.barrier(); w != nil {
+			waits = append(waits, w)
+		}
+	}
+	done := make(chan bool, 1)
+	go func() {
+		ok := true
+		for _, w := range waits {
+			ok = w() && ok
+		}
+		done <- ok
+	}()
+	select {
+	case ok := <-done:
+		return ok
+	case <-time.After(timeout):
+		return false
+	}
+}
+
 // Demote makes the replica Secondary; the caller has checked that no
 // client and no device uses it. Writes in flight have completed.
 func (r *Replica) Demote() error {
