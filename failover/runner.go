@@ -59,7 +59,7 @@ type RunnerConfig struct {
 	Log  *slog.Logger
 	// Handler runs a configured handler ("after-promote", ...) for a
 	// volume; called on its own goroutine. Nil: handlers are logged only.
-	Handler func(volume, name string)
+	Handler func(volume, name, reason string)
 	// Fence runs the fence-peer handler of volume against peer (two-node
 	// mode) and reports whether it proved the peer outdated or powered
 	// off; called on its own goroutine. Nil: fencing always fails.
@@ -500,7 +500,7 @@ func (r *Runner) apply(rv *runVol, a Actions) bool {
 	}
 	for _, h := range a.Handlers {
 		if r.cfg.Handler != nil {
-			go r.cfg.Handler(name, h)
+			go r.cfg.Handler(name, h, a.Why)
 		} else {
 			r.log.Info("failover handler (none configured)", "volume", name, "handler", h)
 		}

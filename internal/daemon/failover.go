@@ -117,11 +117,11 @@ func (d *Daemon) stopFailover() {
 // runHandler runs a volume's configured handler command with
 // BLKREP_* variables, bounded by handler_timeout. A failure or a timeout
 // is logged and published as an event; it never wedges the daemon.
-func (d *Daemon) runHandler(volume, name string) { _ = d.runHandlerErr(volume, name) }
+func (d *Daemon) runHandler(volume, name, reason string) { _ = d.runHandlerErr(volume, name, reason) }
 
 // runHandlerErr is runHandler reporting the failure (nil: it succeeded
 // or none is configured).
-func (d *Daemon) runHandlerErr(volume, name string) error {
+func (d *Daemon) runHandlerErr(volume, name, reason string) error {
 	var vc *config.Volume
 	for i := range d.cfg.Volumes {
 		if d.cfg.Volumes[i].Name == volume {
@@ -151,7 +151,8 @@ func (d *Daemon) runHandlerErr(volume, name string) error {
 		}
 	}
 	c.Env = append(os.Environ(), "BLKREP_HANDLER="+name, "BLKREP_VOLUME="+volume, "BLKREP_NODE="+d.node.Name,
-		"BLKREP_DEVICE="+dev, "BLKREP_CLUSTER="+d.cfg.Cluster.Name)
+		"BLKREP_DEVICE="+dev, "BLKREP_CLUSTER="+d.cfg.Cluster.Name, "BLKREP_REASON="+reason,
+		"BLKREP_PEERS="+strings.Join(vc.Peers(d.node.Name), " "))
 	out, err := c.CombinedOutput()
 	switch {
 	case ctx.Err() != nil:

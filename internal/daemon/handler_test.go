@@ -16,21 +16,22 @@ import (
 // output; the fence-peer exit codes follow DRBD's contract.
 func TestHandlers(t *testing.T) {
 	dir := t.TempDir()
-	vc := config.Volume{Name: "r0", HandlerTimeout: time.Second,
-		BeforeDemote: "sleep 30 & sleep 30", AfterPromote: "echo no mount point; exit 3", QuorumLost: "true"}
+	vc := config.Volume{Name: "r0", HandlerTimeout: time.Second, Replicas: []config.Replica{{Node: "alpha"}, {Node: "beta"}},
+		BeforeDemote: "sleep 30 & sleep 30", AfterPromote: "echo no mount point; exit 3",
+		QuorumLost: `[ "$BLKREP_REASON $BLKREP_PEERS $BLKREP_NODE $BLKREP_HANDLER" = "test beta alpha quorum-lost" ]`}
 	d := &Daemon{cfg: &config.Config{Volumes: []config.Volume{vc}}, node: &config.Node{Name: "alpha"},
 		log: slog.New(slog.DiscardHandler), bus: control.NewBus(16)}
 	events, stop := d.bus.Subscribe()
 	defer stop()
 	start := time.Now()
-	err := d.runHandlerErr("r0", "before-demote")
+	err := d.runHandlerErr("r0", "before-demote", "test")
 	if took := time.Since(start); err == nil || !strings.Contains(err.Error(), "timed out after 1s") || took > 4*time.Second {
 		t.Fatalf("hanging handler: %v after %v", err, took)
 	}
-	if err := d.runHandlerErr("r0", "after-promote"); err == nil || !strings.Contains(err.Error(), "no mount point") {
+	if err := d.runHandlerErr("r0", "after-promote", "test"); err == nil || !strings.Contains(err.Error(), "no mount point") {
 		t.Fatalf("failing handler: %v", err)
 	}
-	if err := d.runHandlerErr("r0", "quorum-lost"); err != nil {
+	if err := d.runHandlerErr("r0", "quorum-lost", "test"); err != nil {
 		t.Fatal(err)
 	}
 	var failures int

@@ -54,7 +54,7 @@ func (d *Daemon) switchover(ctx context.Context, v *replica, req control.Request
 	if _, err := d.runner.HandoverTarget(name, req.To); err != nil {
 		return control.Reply{}, refusal(409, "%v; nothing changed", err)
 	}
-	if err := d.runHandlerErr(name, "before-demote"); err != nil {
+	if err := d.runHandlerErr(name, "before-demote", "planned switchover (blkrep failover)"); err != nil {
 		return control.Reply{}, refusal(409, "%v; nothing changed: %s is still the primary of %s", err, d.node.Name, name)
 	}
 	d.mu.Lock()
