@@ -823,7 +823,18 @@ func (d *Decider) RequestPrimary(now int64) (Actions, error) {
 			return Actions{}, fmt.Errorf("failover: %s is the primary of %s: run 'blkrep failover %s --to %s' on %s", m.Name, d.cfg.Volume, d.cfg.Volume, d.cfg.Self, m.Name)
 		}
 	}
+	if p, runs := d.voter.LeaseRunning(d.now); runs && p != d.cfg.Self && d.alive(p) {
+		return Actions{}, fmt.Errorf("failover: %s is the primary of %s (term %d; its lease runs here): run 'blkrep failover %s --to %s' on %s",
+			p, d.cfg.Volume, d.voter.Record().PrimaryTerm, d.cfg.Volume, d.cfg.Self, p)
+	}
+	old := [4]int64{d.manualUntil, d.backoff, d.quietUntil, 0}
+	oldStep := d.stepDown
 	d.stepDown, d.manualUntil, d.backoff, d.quietUntil = false, d.now+d.cfg.ElectionTimeout, 0, 0
+	if why := d.blocked(); why != "" && !strings.HasPrefix(why, "the lease this node granted") {
+		// Refused now, with the reason, rather than after a wait.
+		d.manualUntil, d.backoff, d.quietUntil, d.stepDown = old[0], old[1], old[2], oldStep
+		return Actions{}, fmt.Errorf("failover: %s cannot be elected now: %s", d.cfg.Self, why)
+	}
 	return d.step(now), nil
 }
 

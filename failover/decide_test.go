@@ -648,6 +648,25 @@ func TestOperatorRequests(t *testing.T) {
 	c.waitAccepting("alpha", int(3*c.cfg.Lease+c.detect))
 }
 
+// blkrep primary answers at once, with the reason, when this node cannot
+// be elected: it sees no majority (the case of a primary whose lease still
+// runs here while its gossiped role lags is TestDaemonFailover's).
+func TestRequestPrimaryRefusedAtOnce(t *testing.T) {
+	c := newCluster(t, true, nil)
+	c.detect = 10 * c.cfg.Lease
+	c.waitAccepting("alpha", 20)
+	c.run(20)
+	c.partition([]string{"beta"}, []string{"alpha", "witness"})
+	c.run(int(c.cfg.Lease))
+	if _, err := c.nodes["beta"].d.RequestPrimary(c.now); err == nil || !strings.Contains(err.Error(), "no quorum") {
+		c.fail("RequestPrimary without quorum: %v", err)
+	}
+	if _, err := c.nodes["witness"].d.RequestPrimary(c.now); err == nil {
+		c.fail("a witness accepted to be primary")
+	}
+	c.never("beta", 20)
+}
+
 // A primary that keeps disappearing for less than a lease is suspect
 // each time, never dead, and keeps its lease: it is not replaced.
 func TestFlappingPrimaryNotReplaced(t *testing.T) {

@@ -59,7 +59,7 @@ func TestDaemonFailover(t *testing.T) {
 		req  control.Request
 		want string
 	}{
-		{"beta", controlReq("primary"), "alpha is the primary of r0: run 'blkrep failover r0 --to beta' on alpha"},
+		{"beta", controlReq("primary"), "run 'blkrep failover r0 --to beta' on alpha"},
 		{"beta", controlReq("secondary"), "beta is not the primary of r0"},
 		{"alpha", control.Request{Volume: "r0", Action: "primary", Force: true}, "primary --force would bypass the voters"},
 	} {
