@@ -224,11 +224,12 @@ echo "blkrep events on beta, from the SIGKILL to now:"
 grep -v -E '^\s*$' events-beta.txt | sed 's/^/  /' | head -30 || true
 
 say "Planned switchover back to alpha: 'blkrep failover r0' on beta, the primary"
-# beta's voters record alpha in sync once beta's lease says so; the
-# switchover refuses (changing nothing) while alpha is not.
+# The switchover refuses (changing nothing) until beta sees alpha alive in
+# the gossip and in sync: alpha has just restarted.
 t=$(now_ms)
 until out=$(br beta failover r0 2>&1); do
-	echo "$out" | grep -q 'not connected and in sync' || fail "the switchover was refused: $out"
+	echo "$out" | grep -q -e 'in sync with beta' -e 'not connected and in sync' -e 'is not alive' ||
+		fail "the switchover was refused: $out"
 	[ $(($(now_ms) - t)) -lt 10000 ] || fail "the switchover was refused for 10 s: $out"
 	sleep 0.2
 done
