@@ -184,15 +184,9 @@ func (r *Runner) Close() {
 // volume over to to now (Decider.HandoverTarget).
 func (r *Runner) HandoverTarget(volume, to string) (string, error) {
 	var got string
-	err := r.call(func() error {
-		rv := r.vols[volume]
-		if rv == nil || rv.rv.Replica == nil {
-			return fmt.Errorf("failover: this node holds no replica of %q", volume)
-		}
-		r.apply(rv, rv.d.SetLocal(r.now(), rv.rv.Replica.Local()))
-		var err error
+	err := r.onVolume(volume, func(rv *runVol) (a Actions, err error) {
 		got, err = rv.d.HandoverTarget(to)
-		return err
+		return a, err
 	})
 	return got, err
 }
@@ -208,26 +202,37 @@ func (r *Runner) call(f func() error) error {
 	return <-res
 }
 
+// onVolume runs f on the loop for a volume this node holds a replica of,
+// with the decider told the replica's state first, and carries out the
+// actions f returns (unless it fails).
+func (r *Runner) onVolume(volume string, f func(rv *runVol) (Actions, error)) error {
+	return r.call(func() error {
+		rv := r.vols[volume]
+		if rv == nil || rv.rv.Replica == nil {
+			return fmt.Errorf("failover: this node holds no replica of %q", volume)
+		}
+		r.apply(rv, rv.d.SetLocal(r.now(), rv.rv.Replica.Local()))
+		a, err := f(rv)
+		if err != nil {
+			return err
+		}
+		defer r.publish()
+		if !r.apply(rv, a) {
+			return fmt.Errorf("failover: the failover state of %q could not be stored", volume)
+		}
+		return nil
+	})
+}
+
 // Handover starts a planned switchover of volume from this node, its
 // primary, to node to ("" picks the first voter in sync): see
 // Decider.Handover for what the caller must ensure first. It returns the
 // node asked to take over once this node has stepped down.
 func (r *Runner) Handover(volume, to string) (string, error) {
 	var got string
-	err := r.call(func() error {
-		rv := r.vols[volume]
-		if rv == nil || rv.rv.Replica == nil {
-			return fmt.Errorf("failover: this node holds no replica of %q", volume)
-		}
-		r.apply(rv, rv.d.SetLocal(r.now(), rv.rv.Replica.Local()))
-		var a Actions
-		var err error
+	err := r.onVolume(volume, func(rv *runVol) (a Actions, err error) {
 		got, a, err = rv.d.Handover(r.now(), to)
-		if err == nil && !r.apply(rv, a) {
-			err = fmt.Errorf("failover: the failover state of %q could not be stored", volume)
-		}
-		r.publish()
-		return err
+		return a, err
 	})
 	return got, err
 }
@@ -235,29 +240,13 @@ func (r *Runner) Handover(volume, to string) (string, error) {
 // RequestPrimary is 'blkrep primary' under failover
 // (Decider.RequestPrimary): an election for this node starts now.
 func (r *Runner) RequestPrimary(volume string) error {
-	return r.request(volume, (*Decider).RequestPrimary)
+	return r.onVolume(volume, func(rv *runVol) (Actions, error) { return rv.d.RequestPrimary(r.now()) })
 }
 
 // RequestSecondary is 'blkrep secondary' under failover
 // (Decider.RequestSecondary): this primary steps down.
 func (r *Runner) RequestSecondary(volume string) error {
-	return r.request(volume, (*Decider).RequestSecondary)
-}
-
-func (r *Runner) request(volume string, f func(*Decider, int64) (Actions, error)) error {
-	return r.call(func() error {
-		rv := r.vols[volume]
-		if rv == nil || rv.rv.Replica == nil {
-			return fmt.Errorf("failover: this node holds no replica of %q", volume)
-		}
-		r.apply(rv, rv.d.SetLocal(r.now(), rv.rv.Replica.Local()))
-		a, err := f(rv.d, r.now())
-		if err == nil && !r.apply(rv, a) {
-			err = fmt.Errorf("failover: the failover state of %q could not be stored", volume)
-		}
-		r.publish()
-		return err
-	})
+	return r.onVolume(volume, func(rv *runVol) (Actions, error) { return rv.d.RequestSecondary(r.now()) })
 }
 
 // ObserveTerm hands the runner a peer's data term from the replication

@@ -279,16 +279,7 @@ func (s *session) resolve(d protocol.Decision, mine, peer protocol.State) protoc
 				rule = d.Rule + "+discard-my-data"
 			}
 			s.l.log.Warn("split brain resolved: the victim's changes are discarded", "rule", d.Rule, "victim_is_local", victimLocal, "policy", rule)
-			switch {
-			case victimLocal && d.BitmapUsable:
-				return protocol.Decision{Action: protocol.TargetBitmap, Rule: rule}
-			case victimLocal:
-				return protocol.Decision{Action: protocol.TargetFull, Rule: rule}
-			case d.BitmapUsable:
-				return protocol.Decision{Action: protocol.SourceBitmap, Rule: rule}
-			default:
-				return protocol.Decision{Action: protocol.SourceFull, Rule: rule}
-			}
+			return victimDecision(victimLocal, d.BitmapUsable, rule)
 		}
 	}
 	// `blkrep resync --full` on one side: that side is the source of a

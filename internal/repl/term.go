@@ -168,13 +168,19 @@ func (s *session) termResolve(d protocol.Decision, mine, peer protocol.State, vi
 	}
 	l.log.Warn(msg, "rule", d.Rule, "victim_is_local", victimLocal, "local_term", mine.Term, "peer_term", peer.Term)
 	l.event("split-brain", "", "", msg)
-	rule := d.Rule + "+term"
+	return victimDecision(victimLocal, d.BitmapUsable, d.Rule+"+term")
+}
+
+// victimDecision is how a resolved split brain resyncs: the victim is the
+// target, of the union of both bitmaps when they are usable, of every
+// block otherwise.
+func victimDecision(victimLocal, bitmapUsable bool, rule string) protocol.Decision {
 	switch {
-	case victimLocal && d.BitmapUsable:
+	case victimLocal && bitmapUsable:
 		return protocol.Decision{Action: protocol.TargetBitmap, Rule: rule}
 	case victimLocal:
 		return protocol.Decision{Action: protocol.TargetFull, Rule: rule}
-	case d.BitmapUsable:
+	case bitmapUsable:
 		return protocol.Decision{Action: protocol.SourceBitmap, Rule: rule}
 	default:
 		return protocol.Decision{Action: protocol.SourceFull, Rule: rule}
