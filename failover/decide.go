@@ -346,15 +346,21 @@ func (d *Decider) learn(term uint64, primary string) {
 	}
 }
 
+// stored is the voter record to persist when changed (nil otherwise).
+func (d *Decider) stored(changed bool) *VoterRecord {
+	if !changed {
+		return nil
+	}
+	r := d.voter.Record()
+	return &r
+}
+
 // HandleVote answers a vote request from another node (the caller
 // stores Actions.Persist before sending the answer).
 func (d *Decider) HandleVote(now int64, req VoteReq) (Answer, Actions) {
 	a, changed := d.voter.Vote(req, now)
 	var acts Actions
-	if changed {
-		r := d.voter.Record()
-		acts.Persist = &r
-	}
+	acts.Persist = d.stored(changed)
 	d.learn(req.Term, "")
 	acts.merge(d.step(now))
 	return a, acts
@@ -364,10 +370,7 @@ func (d *Decider) HandleVote(now int64, req VoteReq) (Answer, Actions) {
 func (d *Decider) HandleLease(now int64, req LeaseReq) (Answer, Actions) {
 	a, changed := d.voter.Lease(req, now)
 	var acts Actions
-	if changed {
-		r := d.voter.Record()
-		acts.Persist = &r
-	}
+	acts.Persist = d.stored(changed)
 	if a.Granted {
 		d.learn(req.Term, req.Primary)
 	}
@@ -570,10 +573,7 @@ func (d *Decider) candidate() Actions {
 		// stored before the promotion is carried out) and promote.
 		var a Actions
 		ans, changed := d.voter.Vote(VoteReq{Term: d.electTerm, Candidate: self, DataTerm: d.dataTerm}, d.now)
-		if changed {
-			r := d.voter.Record()
-			a.Persist = &r
-		}
+		a.Persist = d.stored(changed)
 		if !ans.Granted {
 			d.phase = phaseSecondary
 			d.backoff = d.now + d.retryAfter(ans.Retry)
@@ -645,10 +645,7 @@ func (d *Decider) renew() Actions {
 	req := LeaseReq{Term: d.pterm, Primary: d.cfg.Self, Seq: d.seq, Outdated: slices.Clone(d.outdated)}
 	var a Actions
 	ans, changed := d.voter.Lease(req, d.now)
-	if changed {
-		r := d.voter.Record()
-		a.Persist = &r
-	}
+	a.Persist = d.stored(changed)
 	if ans.Granted {
 		d.granted[d.cfg.Self] = d.now
 		d.grantSeq[d.cfg.Self] = d.seq
@@ -827,14 +824,14 @@ func (d *Decider) RequestPrimary(now int64) (Actions, error) {
 		return Actions{}, fmt.Errorf("failover: %s is the primary of %s (term %d; its lease runs here): run 'blkrep failover %s --to %s' on %s",
 			p, d.cfg.Volume, d.voter.Record().PrimaryTerm, d.cfg.Volume, d.cfg.Self, p)
 	}
-	old := [4]int64{d.manualUntil, d.backoff, d.quietUntil, 0}
-	oldStep := d.stepDown
-	d.stepDown, d.manualUntil, d.backoff, d.quietUntil = false, d.now+d.cfg.ElectionTimeout, 0, 0
+	manualUntil, stepDown, quietUntil := d.manualUntil, d.stepDown, d.quietUntil
+	d.manualUntil, d.stepDown, d.quietUntil = d.now+d.cfg.ElectionTimeout, false, 0
 	if why := d.blocked(); why != "" && !strings.HasPrefix(why, "the lease this node granted") {
 		// Refused now, with the reason, rather than after a wait.
-		d.manualUntil, d.backoff, d.quietUntil, d.stepDown = old[0], old[1], old[2], oldStep
+		d.manualUntil, d.stepDown, d.quietUntil = manualUntil, stepDown, quietUntil
 		return Actions{}, fmt.Errorf("failover: %s cannot be elected now: %s", d.cfg.Self, why)
 	}
+	d.backoff = 0
 	return d.step(now), nil
 }
 

@@ -402,10 +402,7 @@ func (g *Gossip) join() {
 		return
 	}
 	for attempt := 1; ; attempt++ {
-		g.mu.Lock()
-		quit := g.stopped || g.left
-		g.mu.Unlock()
-		if quit {
+		if g.quitting() {
 			return
 		}
 		n, err := g.ml.Join(g.seeds)
@@ -429,6 +426,13 @@ func (g *Gossip) join() {
 	}
 }
 
+// quitting: Leave or Shutdown was called (joins must stop).
+func (g *Gossip) quitting() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.stopped || g.left
+}
+
 // reconnect joins again, every reconnectEvery, each seed whose node this
 // node does not see alive. memberlist never probes a member it declared
 // dead, so without this a partition that heals leaves the two sides
@@ -445,7 +449,6 @@ func (g *Gossip) reconnect() {
 		case <-t.C:
 		}
 		g.mu.Lock()
-		quit := g.stopped || g.left
 		alive := map[string]bool{}
 		for name, e := range g.members {
 			if e.state == StateAlive && name != g.cfg.Node {
@@ -453,14 +456,8 @@ func (g *Gossip) reconnect() {
 			}
 		}
 		g.mu.Unlock()
-		if quit {
-			return
-		}
 		for _, seed := range g.seeds {
-			g.mu.Lock()
-			quit := g.stopped || g.left
-			g.mu.Unlock()
-			if quit {
+			if g.quitting() {
 				return
 			}
 			if alive[seed] {

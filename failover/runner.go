@@ -3,6 +3,7 @@ package failover
 import (
 	"fmt"
 	"log/slog"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -118,13 +119,6 @@ type VolumeStatus struct {
 	// does not count for quorum until it is back).
 	Fenced []string
 	Why    string // the last decision's explanation
-}
-
-func (s VolumeStatus) same(o VolumeStatus) bool {
-	return s.Volume == o.Volume && s.Term == o.Term && s.Primary == o.Primary && s.IsPrimary == o.IsPrimary &&
-		s.Accepting == o.Accepting && s.DataTerm == o.DataTerm && s.Quorum == o.Quorum && s.Why == o.Why &&
-		slices.Equal(s.Seen, o.Seen) && slices.Equal(s.Outdated, o.Outdated) && slices.Equal(s.Confirmed, o.Confirmed) &&
-		slices.Equal(s.Fenced, o.Fenced) && slices.Equal(s.Counted, o.Counted)
 }
 
 // StartRunner loads every volume's state file, builds the deciders and
@@ -526,7 +520,7 @@ func (r *Runner) publish() {
 		out, conf := rv.d.Outdated()
 		st := VolumeStatus{Volume: name, Term: term, Primary: prim, IsPrimary: isP,
 			Accepting: acc, DataTerm: rv.d.DataTerm(), Quorum: q, Seen: seen, Outdated: out, Confirmed: conf, Fenced: rv.d.Fenced(), Counted: rv.d.Counted(), Why: rv.why}
-		if old, ok := r.status[name]; (!ok || !old.same(st)) && r.cfg.Notify != nil {
+		if old, ok := r.status[name]; (!ok || !reflect.DeepEqual(old, st)) && r.cfg.Notify != nil {
 			r.cfg.Notify(st)
 		}
 		r.status[name] = st

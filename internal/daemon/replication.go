@@ -126,14 +126,8 @@ func (d *Daemon) Do(ctx context.Context, req control.Request) (control.Reply, er
 		d.attachIfConfigured(v)
 		return control.Reply{Message: fmt.Sprintf("%s is Primary on %s", req.Volume, d.node.Name)}, nil
 	case control.ActionSecondary:
-		if s, ok := d.srv.Stats(req.Volume); ok && s.Connections > 0 {
-			return control.Reply{}, refusal(409, "%d NBD client(s) have %s open on %s: disconnect them (unmount, detach) first", s.Connections, req.Volume, d.node.Name)
-		}
-		d.mu.Lock()
-		dev := v.dev
-		d.mu.Unlock()
-		if dev != nil && dev.status(v.replica.Device).State == "attached" {
-			return control.Reply{}, refusal(409, "%s is attached as %s on %s: unmount it; blkrepd detaches it when it becomes Secondary only if nothing holds it open", req.Volume, v.replica.Device, d.node.Name)
+		if err := d.unused(v); err != nil {
+			return control.Reply{}, err
 		}
 		if err := r.Demote(); err != nil {
 			return control.Reply{}, wrap(err)
@@ -169,6 +163,21 @@ func (d *Daemon) Do(ctx context.Context, req control.Request) (control.Reply, er
 		return control.Reply{Message: fmt.Sprintf("%s: online verify started with %d peer(s); differing blocks are marked out of sync, not repaired", req.Volume, n)}, nil
 	}
 	return control.Reply{}, refusal(400, "unknown action %q", req.Action)
+}
+
+// unused refuses a step down while NBD clients or the kernel device use
+// the volume on this node.
+func (d *Daemon) unused(v *replica) error {
+	if s, ok := d.srv.Stats(v.cfg.Name); ok && s.Connections > 0 {
+		return refusal(409, "%d NBD client(s) have %s open on %s: disconnect them (unmount, detach) first", s.Connections, v.cfg.Name, d.node.Name)
+	}
+	d.mu.Lock()
+	dev := v.dev
+	d.mu.Unlock()
+	if dev != nil && dev.status(v.replica.Device).State == "attached" {
+		return refusal(409, "%s is attached as %s on %s: unmount it; blkrepd detaches it when it becomes Secondary only if nothing holds it open", v.cfg.Name, v.replica.Device, d.node.Name)
+	}
+	return nil
 }
 
 // attachIfConfigured attaches the kernel device after a promotion.

@@ -35,15 +35,8 @@ func (d *Daemon) switchover(ctx context.Context, v *replica, req control.Request
 		return control.Reply{}, refusal(409, "a planned switchover of %s needs automatic failover ([cluster] failover = true); "+
 			"without it run 'blkrep secondary %s' here, then 'blkrep primary %s' on the other node", name, name, name)
 	}
-	status := func() (term uint64, primary string) {
-		for _, s := range d.runner.Status() {
-			if s.Volume == name {
-				return s.Term, s.Primary
-			}
-		}
-		return 0, ""
-	}
-	term, prim := status()
+	before := d.failoverStatus(name)
+	term, prim := before.Term, before.Primary
 	if !v.vol.Primary() || v.gate.Mode() != repl.GateAccept {
 		where := ""
 		if prim != "" && prim != d.node.Name {
@@ -80,18 +73,13 @@ func (d *Daemon) switchover(ctx context.Context, v *replica, req control.Request
 	start := time.Now()
 	v.gate.SetMode(repl.GateHold)
 	resume := func() {
-		if isP, acc := d.runnerPrimary(name); isP && acc {
+		if st := d.failoverStatus(name); st.IsPrimary && st.Accepting {
 			v.gate.SetMode(repl.GateAccept)
 		}
 	}
-	v.rep.Drain(switchoverDrain) // closes the open epochs at once rather than after up to a second
-	deadline := time.Now().Add(switchoverDrain)
-	for !drained(v.rep.Peers(), req.To) {
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			resume()
-			return control.Reply{}, refusal(503, "the replication of %s did not drain within %v; nothing changed: %s is still the primary", name, switchoverDrain, d.node.Name)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !v.rep.Drain(switchoverDrain) {
+		resume()
+		return control.Reply{}, refusal(503, "the replication of %s did not drain within %v; nothing changed: %s is still the primary", name, switchoverDrain, d.node.Name)
 	}
 	to, err := d.runner.Handover(name, req.To)
 	if err != nil {
@@ -99,9 +87,9 @@ func (d *Daemon) switchover(ctx context.Context, v *replica, req control.Request
 		return control.Reply{}, refusal(409, "%v; nothing changed: %s is still the primary of %s", err, d.node.Name, name)
 	}
 	for time.Since(start) < switchoverElect && ctx.Err() == nil {
-		if t, p := status(); p == to && t > term {
+		if st := d.failoverStatus(name); st.Primary == to && st.Term > term {
 			return control.Reply{Message: fmt.Sprintf("%s handed over to %s: %s is the primary of term %d (writes held %.1f s)",
-				name, to, to, t, time.Since(start).Seconds())}, nil
+				name, to, to, st.Term, time.Since(start).Seconds())}, nil
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -118,17 +106,11 @@ func (d *Daemon) roleUnderFailover(ctx context.Context, v *replica, req control.
 		return control.Reply{}, refusal(503, "automatic failover of %s is not running on %s (see the log): no role change now", name, d.node.Name)
 	}
 	if req.Action == control.ActionSecondary {
-		if isP, _ := d.runnerPrimary(name); !isP {
+		if !d.failoverStatus(name).IsPrimary {
 			return control.Reply{}, refusal(409, "%s is not the primary of %s", d.node.Name, name)
 		}
-		if s, ok := d.srv.Stats(name); ok && s.Connections > 0 {
-			return control.Reply{}, refusal(409, "%d NBD client(s) have %s open on %s: disconnect them (unmount, detach) first", s.Connections, name, d.node.Name)
-		}
-		d.mu.Lock()
-		dev := v.dev
-		d.mu.Unlock()
-		if dev != nil && dev.status(v.replica.Device).State == "attached" {
-			return control.Reply{}, refusal(409, "%s is attached as %s on %s: unmount it first", name, v.replica.Device, d.node.Name)
+		if err := d.unused(v); err != nil {
+			return control.Reply{}, err
 		}
 		if err := d.runner.RequestSecondary(name); err != nil {
 			return control.Reply{}, refusal(409, "%v", err)
@@ -146,11 +128,7 @@ func (d *Daemon) roleUnderFailover(ctx context.Context, v *replica, req control.
 	deadline := time.Now().Add(switchoverElect)
 	var st failover.VolumeStatus
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		for _, s := range d.runner.Status() {
-			if s.Volume == name {
-				st = s
-			}
-		}
+		st = d.failoverStatus(name)
 		switch {
 		case st.IsPrimary && st.Accepting:
 			return control.Reply{Message: fmt.Sprintf("%s is Primary on %s (elected for term %d)", name, d.node.Name, st.Term)}, nil
@@ -162,25 +140,14 @@ func (d *Daemon) roleUnderFailover(ctx context.Context, v *replica, req control.
 	return control.Reply{}, refusal(503, "%s was not elected within %v: %s", d.node.Name, switchoverElect, st.Why)
 }
 
-// runnerPrimary reports the runner's view: primary, and accepting writes.
-func (d *Daemon) runnerPrimary(volume string) (bool, bool) {
-	for _, s := range d.runner.Status() {
-		if s.Volume == volume {
-			return s.IsPrimary, s.Accepting
+// failoverStatus is the runner's view of volume (zero if it has none).
+func (d *Daemon) failoverStatus(volume string) failover.VolumeStatus {
+	for _, st := range d.runner.Status() {
+		if st.Volume == volume {
+			return st
 		}
 	}
-	return false, false
-}
-
-// drained: every connected peer (or only the one named) has acknowledged
-// every write sent to it.
-func drained(peers []control.Peer, to string) bool {
-	for _, p := range peers {
-		if (to == "" || p.Node == to) && p.Connection == repl.ConnConnected && (p.UnackedBytes > 0 || p.InFlightWrites > 0) {
-			return false
-		}
-	}
-	return true
+	return failover.VolumeStatus{}
 }
 
 // deviceBusy reports whether something holds the block device open
