@@ -145,6 +145,9 @@ type Replica struct {
 	ptRunning bool
 
 	wg sync.WaitGroup // the links' goroutines
+	// writing counts the writes in progress: Close waits until the ones
+	// it released (failover gate, lost links) have unwound.
+	writing atomic.Int64
 }
 
 // appIdleAfter: without an application write for this long, the volume
@@ -217,8 +220,9 @@ func (r *Replica) Start() {
 	}
 }
 
-// Close disconnects every peer and waits for the links to stop. The
-// volume itself is closed by the caller afterwards.
+// Close disconnects every peer, releases writes held by the failover
+// gate (they fail) and waits for the links and for those writes to end.
+// The volume itself is closed by the caller afterwards.
 func (r *Replica) Close() {
 	if g := r.cfg.Gate; g != nil {
 		g.Close() // writes held for failover fail instead of waiting forever
@@ -227,6 +231,9 @@ func (r *Replica) Close() {
 		l.stop()
 	}
 	r.wg.Wait()
+	for r.writing.Load() > 0 { // released above: they only unwind now
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // Volume returns the local replica.
@@ -357,6 +364,8 @@ func (r *Replica) write(kind dataKind, p []byte, off, n int64, fua bool) (int, e
 	if !r.v.Primary() {
 		return 0, ErrSecondary
 	}
+	r.writing.Add(1)
+	defer r.writing.Add(-1)
 	r.lastApp.Store(time.Now().UnixNano())
 	done := 0
 	err := r.v.Chunks(off, n, func(o, m int64) error {
