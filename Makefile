@@ -6,7 +6,7 @@ FUZZTIME ?= 10s
 # thread (see nbd/kernel), and the same binaries run inside QEMU guests.
 export CGO_ENABLED := 0
 
-.PHONY: build test test-unit test-race test-fuzz test-process deps demo bench bench-resync bench-failover test-netns vet fmt-check vm-smoke clean
+.PHONY: build test test-unit test-race test-fuzz test-process deps demo bench bench-resync bench-failover test-netns vet fmt-check vm-image test-vm clean
 
 build:
 	$(GO) build -trimpath -o $(BIN)/ ./cmd/blkrepd ./cmd/blkrep
@@ -18,7 +18,7 @@ deps:
 ## clients), race detector on the concurrent core, short fuzzing, the demos
 ## asserted, failover in network namespaces, and the real daemon attaching
 ## /dev/nbd0 on Debian's 6.1 and 6.12 kernels (QEMU).
-test: deps build vet fmt-check test-unit test-race test-fuzz test-process test-netns vm-smoke
+test: deps build vet fmt-check test-unit test-race test-fuzz test-process test-netns test-vm
 
 test-unit:
 	BLKREP_REQUIRE_INTEROP=1 $(GO) test -count=1 ./...
@@ -85,10 +85,17 @@ bench-failover: build
 test-netns: build
 	BLKREP_REQUIRE_NETNS=1 $(GO) test -count=1 -timeout 10m ./tests/netns/
 
-## vm-smoke: blkrepd attaching /dev/nbd0 on Debian's 6.1 and 6.12 kernels.
-vm-smoke: build
-	bash scripts/install-deps.sh vm
-	bash scripts/vm-smoke/run.sh
+## vm-image: the guests' kernels (Debian 6.1 and 6.12) and initramfs, cached
+## in .cache/vm and rebuilt when an input changes (scripts/vm-image.sh).
+vm-image:
+	bash scripts/vm-image.sh
+
+## test-vm: the VM suite (tests/qemu) on real kernels under QEMU: mkfs, mount,
+## power loss, failover, fsck, resync, cable cuts, SQLite, protocol A.
+## One scenario: make test-vm RUN=TestPowerLoss (a go test -run pattern).
+RUN ?= .
+test-vm: build
+	BLKREP_VM=1 $(GO) test -count=1 -timeout 30m -v -run '$(RUN)' ./tests/qemu/
 
 clean:
 	rm -rf $(BIN) bench-out demo

@@ -44,6 +44,10 @@ pkgs_vm=(
 	kmod            # depmod for the extracted Debian kernel
 	e2fsprogs       # mke2fs/e2fsck inside guests
 	gzip
+	xz-utils        # the 6.12 kernel's .ko.xz modules
+	util-linux      # blkdiscard inside guests
+	sqlite3         # the SQLite scenario inside guests
+	iproute2        # tc (netem) inside guests
 )
 
 check_only=0

@@ -1,5 +1,5 @@
 #!/bin/sh
-# In-guest part of scripts/vm-smoke/run.sh: exercises the REAL blkrepd on a
+# The standalone scenario of tests/qemu (TestStandalone), run by the agent: exercises the REAL blkrepd on a
 # real kernel's /dev/nbd0. Runs as root under busybox sh from /init, with
 # blkrepd/blkrep (static), e2fsprogs and util-linux' blkdiscard in PATH.
 #
@@ -110,7 +110,7 @@ sysval() { cat "$SYS/$1" 2>/dev/null || echo "<absent>"; }
 
 write_config() {
 	cat >$CFG <<EOF
-# Written by scripts/vm-smoke/guest.sh: examples/standalone.toml with a device.
+# Written by tests/qemu/guest/standalone.sh: examples/standalone.toml with a device.
 [cluster]
 name = "vmsmoke"
 
@@ -524,17 +524,17 @@ fi
 end
 
 # ---------------------------------------------------------------- pkg
-begin pkg "nbd/kernel package smoke (toy server, scripts/vm-smoke/main.go)"
-if [ -x /usr/bin/vm-smoke-pkg ]; then
+begin pkg "nbd/kernel package smoke (toy server, tests/qemu/nbdsmoke)"
+if [ -x /usr/bin/nbdsmoke ]; then
 	# It keeps up to four 64 MiB in-memory disks and mlockall()s: free the
 	# daemon's disk image (the daemon is gone) or it runs out of memory.
 	rm -f $IMG
 	dropcaches
 	grep -E 'MemTotal|MemAvailable' /proc/meminfo | sed 's/^/      /'
-	/usr/bin/vm-smoke-pkg >/tmp/pkg.out 2>&1 &
+	/usr/bin/nbdsmoke >/tmp/pkg.out 2>&1 &
 	PK=$!
 	if ! wait_pid $PK 90; then
-		echo "  vm-smoke-pkg hangs; kernel stacks of its threads:"
+		echo "  nbdsmoke hangs; kernel stacks of its threads:"
 		for t in /proc/$PK/task/*; do
 			echo "    task ${t##*/} $(cat $t/comm) $(grep State: $t/status) wchan=$(cat $t/wchan)"
 			sed 's/^/        /' $t/stack
