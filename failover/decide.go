@@ -2,6 +2,7 @@ package failover
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -59,6 +60,14 @@ type Local struct {
 	// InSyncWith lists the peers connected and in sync right now (for a
 	// secondary: the primary, when connected and Established).
 	InSyncWith []string
+	// PeerTerms is, for the peers of InSyncWith, the data term each one
+	// announced on the current replication session (handshake or state
+	// update). A secondary takes on the primary's term only once the
+	// primary announced it on a live session: a session that went stale
+	// in a partition still looks in sync, but the data it carried ended
+	// before the new term began. nil: not reported (the terms are then
+	// taken from the voters and the gossip alone, as in simulations).
+	PeerTerms map[string]uint64
 }
 
 // Send is one request to send to a voter (never to Self: the decider
@@ -328,6 +337,7 @@ func (d *Decider) Members(now int64, view []MemberView) Actions {
 func (d *Decider) SetLocal(now int64, l Local) Actions {
 	d.local = l
 	d.local.InSyncWith = slices.Clone(l.InSyncWith)
+	d.local.PeerTerms = maps.Clone(l.PeerTerms)
 	return d.step(now)
 }
 
@@ -444,6 +454,9 @@ func (d *Decider) trackData() {
 	}
 	if m, ok := d.members[p]; ok && m.Vol != nil && m.Vol.Role == RolePrimary {
 		t = max(t, m.Vol.Term)
+	}
+	if d.local.PeerTerms != nil {
+		t = min(t, d.local.PeerTerms[p])
 	}
 	if t > d.dataTerm {
 		d.dataTerm = t

@@ -770,3 +770,33 @@ func (s *seedTB) Fatalf(format string, args ...any) {
 	s.TB.Helper()
 	s.TB.Fatalf("seed %d (FAILOVER_SIM_SEED=%d replays it): %s", s.seed, s.seed, fmt.Sprintf(format, args...))
 }
+
+// A former primary whose replication session went stale in a partition
+// still sees it Established and in sync. When it learns (through the
+// gossip) that the other node is primary of a newer term, it must not
+// take that term for its data before the new primary announced it on a
+// live session: its data ended before that term began. Found by
+// tests/qemu's cable cut, where alpha claimed term 2 and the reconnect
+// became a split brain the terms could not settle.
+func TestStaleSessionKeepsDataTerm(t *testing.T) {
+	cfg := DeciderConfig{Volume: "r0", Self: "alpha", Voters: []string{"alpha", "beta", "witness"},
+		Witnesses: []string{"witness"}, Preferred: "alpha", AutoPromote: true, Lease: 10}
+	d, err := NewDecider(cfg, VoterRecord{}, 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Members(1, []MemberView{
+		{Name: "alpha", State: StateAlive, Vol: &VolumeMeta{Name: "r0", Role: RoleSecondary, Disk: DiskUpToDate, Term: 1, DataTerm: 1}},
+		{Name: "beta", State: StateAlive, Vol: &VolumeMeta{Name: "r0", Role: RolePrimary, Disk: DiskUpToDate, Term: 2, DataTerm: 2}},
+		{Name: "witness", State: StateAlive},
+	})
+	stale := Local{Role: RoleSecondary, Disk: DiskUpToDate, InSyncWith: []string{"beta"}, PeerTerms: map[string]uint64{"beta": 1}}
+	d.SetLocal(2, stale)
+	if got := d.DataTerm(); got != 1 {
+		t.Fatalf("data term %d after beta (term 2) was seen primary on a session where it announced term 1; want 1", got)
+	}
+	d.SetLocal(3, Local{Role: RoleSecondary, Disk: DiskUpToDate, InSyncWith: []string{"beta"}, PeerTerms: map[string]uint64{"beta": 2}})
+	if got := d.DataTerm(); got != 2 {
+		t.Fatalf("data term %d once beta announced term 2 on a live session; want 2", got)
+	}
+}

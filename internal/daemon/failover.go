@@ -249,9 +249,11 @@ func (c *replicaControl) Local() failover.Local {
 	if l.Disk != failover.DiskUpToDate {
 		return l
 	}
+	l.PeerTerms = map[string]uint64{}
 	for _, p := range r.Peers() {
-		if p.Connection == repl.ConnConnected && p.Replication == repl.ReplEstablished && p.Disk == "UpToDate" {
+		if p.Connection == repl.ConnConnected && p.Replication == repl.ReplEstablished && p.Disk == "UpToDate" && p.OutOfSyncBytes == 0 {
 			l.InSyncWith = append(l.InSyncWith, p.Node)
+			l.PeerTerms[p.Node] = p.Term
 		}
 	}
 	return l
