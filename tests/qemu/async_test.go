@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -23,7 +24,20 @@ func TestAsyncLatency(t *testing.T) {
 		t.Logf("alpha -> beta: %s", lastLine(out))
 	}
 	const size = 65536
-	alpha.Run(mkfsMount)
+	alpha.Run(mkfsMount + " && sync")
+	// Protocol A lets alpha run ahead of beta by a whole send queue; over
+	// 50 ms the link carries about 1 MB/s here, and the file system alpha
+	// just made takes seconds to arrive. Before that beta holds no file
+	// system at all, which is correct but proves nothing: the load starts
+	// once beta has caught up.
+	c.WaitFor("beta caught up with alpha's mkfs", 2*time.Minute, func() (bool, string) {
+		v, why := alpha.Volume()
+		if v == nil {
+			return false, why
+		}
+		p := v.Peers[0]
+		return p.UnackedBytes == 0 && p.InFlightWrites == 0, fmt.Sprintf("%d bytes unacknowledged by beta, %d writes in flight", p.UnackedBytes, p.InFlightWrites)
+	})
 	load := alpha.Spawn("file load", "blkrep-agent writefiles "+mnt+"/load 100000 "+strconv.Itoa(size))
 	files := func() map[string]string {
 		var b strings.Builder

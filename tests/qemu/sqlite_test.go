@@ -9,9 +9,12 @@ import (
 )
 
 // Scenario 5: a real application. SQLite commits one transaction per
-// process on alpha's file system (rollback journal, synchronous=FULL: a
-// commit has returned only once it is durable); the host records each
-// commit as its line arrives. Alpha loses power mid-load; on beta, once
+// process on alpha's file system; the host records each commit as its line
+// arrives. Rollback journal with synchronous=EXTRA: a commit returns once
+// it is durable. (With FULL, SQLite does not sync the directory after it
+// deletes the journal, the commit point: a power loss right after may
+// bring the journal back and roll the last commit back. The suite's first
+// run lost commit 60 of 60 exactly so, on alpha's side of the story.) Alpha loses power mid-load; on beta, once
 // it took over, the database passes PRAGMA integrity_check and holds
 // every acknowledged commit, with at most the one in flight on top.
 func TestSQLite(t *testing.T) {
@@ -23,7 +26,7 @@ func TestSQLite(t *testing.T) {
 	load := alpha.Spawn("sqlite load", `i=0
 while [ $i -lt 1000000 ]; do
 	i=$((i+1))
-	if sqlite3 `+db+` "PRAGMA synchronous=FULL; INSERT INTO commits VALUES($i, randomblob(3000 + $i % 5000))" >/dev/null 2>/tmp/sqlite.err; then
+	if sqlite3 `+db+` "PRAGMA synchronous=EXTRA; INSERT INTO commits VALUES($i, randomblob(3000 + $i % 5000))" >/dev/null 2>/tmp/sqlite.err; then
 		echo "commit $i"
 	else
 		echo "failed $i $(cat /tmp/sqlite.err)"
