@@ -222,6 +222,22 @@ func (c *Cluster) inSync(prim, sec string) (bool, string) {
 	return true, ""
 }
 
+// waitRejoined waits until sec, back after a crash or a cut, is prim's
+// up-to-date Secondary with nothing left to resync.
+func (c *Cluster) waitRejoined(prim, sec string) {
+	c.t.Helper()
+	c.WaitFor(sec+" back as "+prim+"'s up-to-date Secondary", 3*time.Minute, func() (bool, string) {
+		if ok, why := c.inSync(prim, sec); !ok {
+			return false, why
+		}
+		v, why := c.Node(sec).Volume()
+		if v == nil {
+			return false, why
+		}
+		return v.Role == "Secondary", sec + " is " + v.Role
+	})
+}
+
 // SameData compares the volume's bytes on the data disks of a and b (the
 // first SizeMiB of each /dev/vdb, read on the host) after both guests
 // synced their caches.

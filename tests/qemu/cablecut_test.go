@@ -54,16 +54,7 @@ func TestCableCut(t *testing.T) {
 
 	// Heal: alpha learns of beta's term, steps down and resyncs.
 	alpha.HealLink()
-	c.WaitFor("alpha back as beta's up-to-date Secondary", 3*time.Minute, func() (bool, string) {
-		if ok, why := c.inSync("beta", "alpha"); !ok {
-			return false, why
-		}
-		v, why := alpha.Volume()
-		if v == nil {
-			return false, why
-		}
-		return v.Role == "Secondary", "alpha is " + v.Role
-	})
+	c.waitRejoined("beta", "alpha")
 	bw := wb.stop()
 	aw := wa.stop()
 	var stuck []clustertest.Write

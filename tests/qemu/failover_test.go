@@ -99,19 +99,7 @@ func TestPowerLoss(t *testing.T) {
 	sums2 := fileSums(t, beta.Run("blkrep-agent writefiles "+mnt+"/after 16 262144"))
 	alpha.Start()
 	alpha.StartDaemon()
-	c.WaitFor("alpha back as beta's up-to-date Secondary", 3*time.Minute, func() (bool, string) {
-		if ok, why := c.inSync("beta", "alpha"); !ok {
-			return false, why
-		}
-		v, why := alpha.Volume()
-		if v == nil {
-			return false, why
-		}
-		if v.Role != "Secondary" {
-			return false, "alpha is " + v.Role
-		}
-		return true, ""
-	})
+	c.waitRejoined("beta", "alpha")
 	v, why := beta.Volume()
 	if v == nil {
 		t.Fatal(why)
