@@ -31,7 +31,6 @@ type agentReply struct {
 	ID    uint64  `json:"id"`
 	Hello string  `json:"hello"`
 	Line  *string `json:"line"`
-	T     int64   `json:"t"`
 	Done  bool    `json:"done"`
 	Code  int     `json:"code"`
 	Out   string  `json:"out"`

@@ -46,15 +46,9 @@ func TestAsyncLatency(t *testing.T) {
 	})
 	load := alpha.Spawn("file load", "blkrep-agent writefiles "+mnt+"/load 100000 "+strconv.Itoa(size))
 	files := func() map[string]string {
-		var b strings.Builder
-		for _, l := range load.Lines() {
-			b.WriteString(l.Text + "\n")
-		}
 		m := map[string]string{}
-		for _, l := range strings.Split(b.String(), "\n") {
-			if f := strings.Fields(l); len(f) == 3 && f[0] == "file" {
-				m[f[1]] = f[2]
-			}
+		for _, l := range load.Lines() {
+			addFileSum(m, l.Text)
 		}
 		return m
 	}

@@ -11,15 +11,20 @@ import (
 // the host; guests under TCG, three on two cores, get 3 s more.
 const failoverTarget = 8 * time.Second
 
-// fileSums parses the "file NAME SHA256" lines of blkrep-agent writefiles.
+// addFileSum records a "file NAME SHA256" line of blkrep-agent writefiles
+// in m; other lines are ignored.
+func addFileSum(m map[string]string, line string) {
+	if f := strings.Fields(line); len(f) == 3 && f[0] == "file" {
+		m[f[1]] = f[2]
+	}
+}
+
+// fileSums parses the output of blkrep-agent writefiles.
 func fileSums(t *testing.T, out string) map[string]string {
 	t.Helper()
 	m := map[string]string{}
 	for _, l := range strings.Split(out, "\n") {
-		f := strings.Fields(l)
-		if len(f) == 3 && f[0] == "file" {
-			m[f[1]] = f[2]
-		}
+		addFileSum(m, l)
 	}
 	if len(m) == 0 {
 		t.Fatalf("writefiles printed no file:\n%s", out)

@@ -335,21 +335,6 @@ func (n *Node) PowerOff() time.Time {
 	return at
 }
 
-// Shutdown stops a guest cleanly enough for its disks to be compared:
-// file systems are synced, then QEMU quits.
-func (n *Node) Shutdown() {
-	n.RunCode("sync", time.Minute)
-	n.qmp("quit")
-	n.mu.Lock()
-	exited := n.exited
-	n.mu.Unlock()
-	select {
-	case <-exited:
-	case <-time.After(30 * time.Second):
-	}
-	n.PowerOffIfRunning()
-}
-
 // PowerOffIfRunning is PowerOff for cleanups.
 func (n *Node) PowerOffIfRunning() {
 	if n.running() {
