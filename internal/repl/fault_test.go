@@ -14,12 +14,14 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/blkrep/blkrep/internal/faultnet"
 )
 
 // Fault scenarios: two in-process nodes (repl_test.go's tnode: crashable
 // disks, real Listener) with the dialer (alpha, the Primary unless a
 // scenario promotes beta) going through the fake network of
-// faultnet_test.go, and faults injected at Config.Hook's named points.
+// internal/faultnet, and faults injected at Config.Hook's named points.
 // A background load on the Primary records every write it issues and
 // which ones were acknowledged, so that each scenario checks content:
 //
@@ -389,7 +391,7 @@ func (tr *trigger) wait(t testing.TB, d time.Duration) {
 type faultPair struct {
 	t      testing.TB
 	a, b   *tnode
-	net    *fakeNet
+	net    *faultnet.Net
 	ta, tb trigger
 	m      *model
 	seed   uint64
@@ -610,7 +612,9 @@ func TestFaultDelay(t *testing.T) {
 	for _, proto := range []byte{'C', 'A'} {
 		t.Run(string(proto), func(t *testing.T) {
 			p := newFaultPair(t, proto, faultSeed(t, 10+uint64(proto)), slowTimings)
-			p.net.SetDelay(5*time.Millisecond, 5*time.Millisecond, time.Millisecond)
+			if err := p.net.SetDelay(5*time.Millisecond, 5*time.Millisecond, time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
 			p.start()
 			ld := startLoad(t, p.m, p.a.rep, p.seed, 0, testSize, 4, false)
 			ld.runFor(time.Second, "under delay")
@@ -631,7 +635,7 @@ func TestFaultDelay(t *testing.T) {
 					t.Errorf("median write latency %s: replication does not keep up with a 10 ms round trip", median)
 				}
 			}
-			if st := p.net.stats(); st.dials != 1 || st.delivered[dirUp] == 0 || st.delivered[dirDown] == 0 {
+			if st := p.net.Stats(); st.Dials != 1 || st.Delivered[faultnet.Up] == 0 || st.Delivered[faultnet.Down] == 0 {
 				t.Errorf("network %+v: want one connection carrying data both ways", st)
 			}
 			if d := p.a.disconnects() + p.b.disconnects(); d != 0 {
@@ -709,7 +713,7 @@ func TestFaultBlackhole(t *testing.T) {
 			waitResyncDone(t, p.b)
 			ld.runFor(100*time.Millisecond, "after the heal")
 			p.settle(p.a, p.b, ld, true)
-			if st := p.net.stats(); st.dropped[dirUp] == 0 && tc.up || st.dropped[dirDown] == 0 && tc.down {
+			if st := p.net.Stats(); st.Dropped[faultnet.Up] == 0 && tc.up || st.Dropped[faultnet.Down] == 0 && tc.down {
 				t.Errorf("network %+v: the blackhole dropped nothing", st)
 			}
 		})
@@ -1112,7 +1116,7 @@ func TestFaultOfferKillsItsOwnSession(t *testing.T) {
 				events := strings.Join(p.b.events, "\n\t")
 				p.b.mu.Unlock()
 				t.Fatalf("cycle %d: beta killed a session as %q although every older session was gone; %d dials reached beta; beta's events:\n\t%s",
-					i, e, p.net.stats().dials, events)
+					i, e, p.net.Stats().Dials, events)
 			}
 		}
 		p.b.mu.Unlock()
