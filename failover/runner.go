@@ -38,6 +38,16 @@ type ReplicaControl interface {
 	SetTerm(dataTerm uint64)
 }
 
+// Membership is what a runner needs of the gossip layer: *Gossip is the
+// real one; internal/torture simulates one over its fake network.
+type Membership interface {
+	Members() []Member
+	Changed() <-chan struct{}
+	Messages() <-chan Message
+	Send(node string, payload []byte) error
+	SetMeta(m NodeMeta) error
+}
+
 // RunnerVolume is one volume a runner decides for.
 type RunnerVolume struct {
 	Decider DeciderConfig
@@ -52,7 +62,7 @@ type RunnerConfig struct {
 	Cluster string
 	Node    string
 	Witness bool
-	Gossip  *Gossip
+	Gossip  Membership
 	Volumes []RunnerVolume
 	// Tick is how often the decisions re-run (default 50 ms). Decider
 	// ticks are milliseconds since the runner started.

@@ -55,7 +55,7 @@ func (d *Daemon) startFailover() error {
 		rv := failover.RunnerVolume{Decider: dc, StatePath: d.statePath(vc.Name)}
 		for _, v := range d.volumes {
 			if v.cfg.Name == vc.Name && v.rep != nil {
-				rv.Replica = &replicaControl{d: d, v: v}
+				rv.Replica = &repl.FailoverControl{Rep: v.rep, Gate: v.gate, Promoted: func() { d.attachIfConfigured(v) }}
 			}
 		}
 		if rv.Replica == nil && !d.node.Witness {
@@ -220,71 +220,3 @@ func handlerCommand(ctx context.Context, cmd string) *exec.Cmd {
 	return c
 }
 
-// replicaControl adapts a replicated volume to failover.ReplicaControl.
-type replicaControl struct {
-	d *Daemon
-	v *replica
-}
-
-func diskOf(s string) failover.Disk {
-	switch s {
-	case "UpToDate":
-		return failover.DiskUpToDate
-	case "Consistent":
-		return failover.DiskConsistent
-	case "Outdated":
-		return failover.DiskOutdated
-	case "Inconsistent":
-		return failover.DiskInconsistent
-	}
-	return failover.DiskUnknown
-}
-
-func (c *replicaControl) Local() failover.Local {
-	r := c.v.rep
-	l := failover.Local{Role: failover.RoleSecondary, Disk: diskOf(r.DiskState())}
-	if c.v.vol.Primary() {
-		l.Role = failover.RolePrimary
-	}
-	if l.Disk != failover.DiskUpToDate {
-		return l
-	}
-	l.PeerTerms = map[string]uint64{}
-	for _, p := range r.Peers() {
-		if p.Connection == repl.ConnConnected && p.Replication == repl.ReplEstablished && p.Disk == "UpToDate" && p.OutOfSyncBytes == 0 {
-			l.InSyncWith = append(l.InSyncWith, p.Node)
-			l.PeerTerms[p.Node] = p.Term
-		}
-	}
-	return l
-}
-
-func (c *replicaControl) Promote(term uint64) error {
-	if err := c.v.rep.PromoteElected(); err != nil {
-		return err
-	}
-	c.d.attachIfConfigured(c.v)
-	return nil
-}
-
-func (c *replicaControl) Demote() error {
-	c.v.gate.SetMode(repl.GateFail) // held writes can never be acknowledged now
-	return c.v.rep.StepDown()
-}
-
-func (c *replicaControl) SetWrites(m failover.WriteMode) {
-	switch m {
-	case failover.WritesAccept:
-		c.v.gate.SetMode(repl.GateAccept)
-	case failover.WritesFail:
-		c.v.gate.SetMode(repl.GateFail)
-	default:
-		c.v.gate.SetMode(repl.GateHold)
-	}
-}
-
-func (c *replicaControl) SetTerm(dataTerm uint64) { c.v.rep.SetTerm(dataTerm) }
-
-func (c *replicaControl) SetOutdated(peer string, confirmed bool) {
-	c.v.gate.SetOutdated(peer, confirmed)
-}
