@@ -192,7 +192,16 @@ func (d *Disk) PowerCut(seed uint64) {
 	d.dead = true
 }
 
-// Restart powers the disk on again after PowerCut.
+// Halt is what a killed process leaves: every later write or sync fails
+// with ErrPowerCut until Restart, and nothing written is lost (the
+// volatile image stays, as a page cache outlives a SIGKILLed process).
+func (d *Disk) Halt() {
+	d.mu.Lock()
+	d.dead = true
+	d.mu.Unlock()
+}
+
+// Restart powers the disk on again after PowerCut or Halt.
 func (d *Disk) Restart() {
 	d.mu.Lock()
 	d.dead = false

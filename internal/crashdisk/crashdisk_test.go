@@ -204,3 +204,23 @@ func TestMatchesReferenceModel(t *testing.T) {
 		}
 	}
 }
+
+func TestHaltKeepsUnsyncedWrites(t *testing.T) {
+	d := New(8192)
+	d.WriteAt(bytes.Repeat([]byte{1}, 4096), 0) // never synced
+	d.Halt()
+	if _, err := d.WriteAt(bytes.Repeat([]byte{2}, 4096), 4096); !errors.Is(err, ErrPowerCut) {
+		t.Fatalf("a write after Halt: %v, want %v", err, ErrPowerCut)
+	}
+	if err := d.Sync(); !errors.Is(err, ErrPowerCut) {
+		t.Fatalf("a sync after Halt: %v, want %v", err, ErrPowerCut)
+	}
+	d.Restart()
+	want := append(bytes.Repeat([]byte{1}, 4096), make([]byte, 4096)...)
+	if got := d.Bytes(); !bytes.Equal(got, want) {
+		t.Fatal("after Halt and Restart the image is not the one written before the halt")
+	}
+	if _, err := d.WriteAt(bytes.Repeat([]byte{3}, 4096), 4096); err != nil {
+		t.Fatalf("a write after Restart: %v", err)
+	}
+}
