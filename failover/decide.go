@@ -493,10 +493,15 @@ func (d *Decider) blocked() string {
 	p := d.lastPrim
 	if p == "" || p == d.cfg.Self {
 		// Cluster start: no primary known anywhere.
-		if d.cfg.Preferred != d.cfg.Self && !d.manualNow() {
+		if d.cfg.Preferred != d.cfg.Self && !d.manualNow() && !d.outranksPreferred() {
 			return "no primary yet and this node is not the preferred one"
 		}
-		if d.dataTerm < d.term {
+		// A higher term without a primary (an election that found no
+		// majority) does not make this node's data old: the voters refuse
+		// a candidate whose data is older than the last primary's (found
+		// by internal/torture: a primary back from a crash after such an
+		// election waited for ever, and the others waited for it).
+		if d.dataTerm < d.term && d.dataTerm < d.voter.Record().PrimaryTerm {
 			return fmt.Sprintf("the data here is of term %d, the cluster is at term %d", d.dataTerm, d.term)
 		}
 		return ""
@@ -526,6 +531,23 @@ func (d *Decider) blocked() string {
 		return fmt.Sprintf("this node was not in sync with the primary of term %d", d.term)
 	}
 	return ""
+}
+
+// outranksPreferred: after a primary existed (a term above 0), a node
+// that is not the preferred one need not wait for it when the preferred
+// node cannot promote: it is not alive, or it gossips data of an older
+// term than this node's. Without it, a cluster whose last primary (not
+// the preferred node) restarts after the others stays without a primary
+// for ever (found by internal/torture). The voters still decide.
+func (d *Decider) outranksPreferred() bool {
+	if d.dataTerm == 0 {
+		return false // a first start: the preferred node promotes
+	}
+	m, ok := d.members[d.cfg.Preferred]
+	if !ok || m.State != StateAlive || m.Vol == nil {
+		return true
+	}
+	return m.Vol.DataTerm < d.dataTerm
 }
 
 func (d *Decider) maybeElect() Actions {

@@ -724,6 +724,11 @@ func TestRestartAfterBothCrash(t *testing.T) {
 	// newer one: it must not promote.
 	c.start("alpha")
 	c.never("alpha", 80)
+	// beta, the last primary and holder of the newest data, comes back:
+	// it must take over although it is not the preferred node (found by
+	// the torture harness, seed 3: nobody promoted, for ever).
+	c.start("beta")
+	c.waitAccepting("beta", 80)
 }
 
 func TestRandomFaults(t *testing.T) {

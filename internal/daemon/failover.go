@@ -219,4 +219,3 @@ func handlerCommand(ctx context.Context, cmd string) *exec.Cmd {
 	c.WaitDelay = time.Second
 	return c
 }
-
