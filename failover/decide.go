@@ -371,7 +371,14 @@ func (d *Decider) HandleVote(now int64, req VoteReq) (Answer, Actions) {
 	a, changed := d.voter.Vote(req, now)
 	var acts Actions
 	acts.Persist = d.stored(changed)
-	d.learn(req.Term, "")
+	if a.Granted {
+		// A refused election leaves every term as it was: a primary whose
+		// voter refused a candidate must not step down for its term
+		// (found by the netns torture test: a node cut off for a few
+		// seconds, whose vote request arrived after the heal, demoted the
+		// healthy primary).
+		d.learn(req.Term, "")
+	}
 	acts.merge(d.step(now))
 	return a, acts
 }
@@ -492,8 +499,12 @@ func (d *Decider) blocked() string {
 	}
 	p := d.lastPrim
 	if p == "" || p == d.cfg.Self {
-		// Cluster start: no primary known anywhere.
-		if d.cfg.Preferred != d.cfg.Self && !d.manualNow() && !d.outranksPreferred() {
+		// Cluster start: no primary known anywhere, or this node was the
+		// last primary (it restarted, or stepped down for a newer term).
+		// The last primary need not wait for the preferred node: that
+		// one may be waiting for it (found by internal/torture).
+		wasPrimary := p == d.cfg.Self || p == "" && d.voter.Record().Primary == d.cfg.Self
+		if d.cfg.Preferred != d.cfg.Self && !d.manualNow() && !wasPrimary && !d.outranksPreferred() {
 			return "no primary yet and this node is not the preferred one"
 		}
 		// A higher term without a primary (an election that found no

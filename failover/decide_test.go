@@ -805,3 +805,28 @@ func TestStaleSessionKeepsDataTerm(t *testing.T) {
 		t.Fatalf("data term %d once beta announced term 2 on a live session; want 2", got)
 	}
 }
+
+// A vote request this node's voter refuses must not make the primary
+// step down: a node cut off for a few seconds, whose request arrived
+// after the heal, demoted the healthy primary, and nobody was primary
+// again (found by tests/netns TestTorture).
+func TestRefusedVoteKeepsPrimary(t *testing.T) {
+	c := newCluster(t, true, nil)
+	c.waitAccepting("alpha", 20)
+	c.run(20)
+	term, _ := c.nodes["alpha"].d.Term()
+	ans, acts := c.nodes["alpha"].d.HandleVote(c.now, VoteReq{Term: term + 1, Candidate: "beta", DataTerm: term})
+	if ans.Granted {
+		c.fail("alpha's voter granted a vote against its own running lease")
+	}
+	c.apply("alpha", acts)
+	if now, _ := c.nodes["alpha"].d.Term(); now != term {
+		c.fail("alpha moved from term %d to %d for a vote its voter refused", term, now)
+	}
+	for range 3 * c.cfg.Lease {
+		c.tick()
+		if !c.nodes["alpha"].accepted {
+			c.fail("alpha stopped accepting writes after refusing beta's vote request")
+		}
+	}
+}
