@@ -6,7 +6,7 @@ FUZZTIME ?= 10s
 # thread (see nbd/kernel), and the same binaries run inside QEMU guests.
 export CGO_ENABLED := 0
 
-.PHONY: build test test-unit test-race test-fuzz test-process deps demo bench bench-resync bench-failover test-netns vet fmt-check vm-image test-vm clean
+.PHONY: build test test-unit test-race test-fuzz test-torture torture test-process deps demo bench bench-resync bench-failover test-netns vet fmt-check vm-image test-vm clean
 
 build:
 	$(GO) build -trimpath -o $(BIN)/ ./cmd/blkrepd ./cmd/blkrep
@@ -18,7 +18,7 @@ deps:
 ## clients), race detector on the concurrent core, short fuzzing, the demos
 ## asserted, failover in network namespaces, and the real daemon attaching
 ## /dev/nbd0 on Debian's 6.1 and 6.12 kernels (QEMU).
-test: deps build vet fmt-check test-unit test-race test-fuzz test-process test-netns test-vm
+test: deps build vet fmt-check test-unit test-race test-fuzz test-torture test-process test-netns test-vm
 
 test-unit:
 	BLKREP_REQUIRE_INTEROP=1 $(GO) test -count=1 ./...
@@ -84,6 +84,28 @@ bench-failover: build
 ## at once, lost writes and diverging disks.
 test-netns: build
 	BLKREP_REQUIRE_NETNS=1 $(GO) test -count=1 -timeout 10m ./tests/netns/
+
+## test-torture: the in-process torture harness, short mode
+## (internal/torture, docs/reliability.md): TORTURE_SCHEDULES seeded
+## schedules of partitions, resets, delays, kills, power cuts and crashes at
+## named points, with failovers, each judged by the checker; then the seeds
+## of past bugs. A failing seed prints the command that replays it.
+TORTURE_SCHEDULES ?= 2000
+test-torture:
+	BLKREP_TORTURE_SCHEDULES=$(TORTURE_SCHEDULES) BLKREP_TORTURE_PARALLEL=8 $(GO) test -count=1 -timeout 60m -v -run 'TestSchedules|TestRegressions' ./internal/torture/
+
+## torture: the long mode: DURATION of in-process schedules from a random
+## seed, then DURATION of random faults on real daemons in network
+## namespaces (tests/netns TestTorture). Figures are appended to
+## TORTURE_REPORT for docs/reliability.md.
+DURATION ?= 10m
+TORTURE_REPORT ?= torture-report.md
+torture: build
+	bash scripts/install-deps.sh test
+	BLKREP_TORTURE_DURATION=$(DURATION) BLKREP_TORTURE_SEED_BASE=random BLKREP_TORTURE_PARALLEL=8 \
+		BLKREP_TORTURE_REPORT=$(abspath $(TORTURE_REPORT)) $(GO) test -count=1 -timeout 0 -v -run TestSchedules ./internal/torture/
+	BLKREP_REQUIRE_NETNS=1 BLKREP_TORTURE_DURATION=$(DURATION) BLKREP_TORTURE_REPORT=$(abspath $(TORTURE_REPORT)) \
+		$(GO) test -count=1 -timeout 0 -v -run TestTorture ./tests/netns/
 
 ## vm-image: the guests' kernels (Debian 6.1 and 6.12) and initramfs, cached
 ## in .cache/vm and rebuilt when an input changes (scripts/vm-image.sh).

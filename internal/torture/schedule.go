@@ -392,7 +392,10 @@ func (c *Cluster) inSync() bool {
 			return false
 		}
 		for _, p := range peers {
-			if p.Connection != repl.ConnConnected || p.Replication != repl.ReplEstablished || p.Disk != "UpToDate" || p.OutOfSyncBytes != 0 {
+			// Under A and B writes may still be on their way: in sync
+			// means nothing out of sync and nothing unacknowledged.
+			if p.Connection != repl.ConnConnected || p.Replication != repl.ReplEstablished || p.Disk != "UpToDate" ||
+				p.OutOfSyncBytes != 0 || p.UnackedBytes != 0 || p.InFlightWrites != 0 {
 				return false
 			}
 		}

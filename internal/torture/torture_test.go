@@ -14,7 +14,7 @@ import (
 //
 //	BLKREP_TORTURE_SEED=N          replay schedule N alone
 //	BLKREP_TORTURE_LOG=1           with BLKREP_TORTURE_SEED: the nodes' debug logs on stderr
-//	BLKREP_TORTURE_SCHEDULES=K     run K schedules (default 600; 40 with -short)
+//	BLKREP_TORTURE_SCHEDULES=K     run K schedules (default 40, 10 with -short; make test-torture: 2000)
 //	BLKREP_TORTURE_DURATION=D      run schedules until D has passed (overrides the count)
 //	BLKREP_TORTURE_SEED_BASE=B     schedules B+1, B+2, ... (default 0; "random" draws B)
 //	BLKREP_TORTURE_PARALLEL=P      schedules at once (default 6)
@@ -65,6 +65,7 @@ var regressions = []struct {
 	{3, false, "failover: the last primary, not the preferred node, restarted after the others and nobody promoted (decide.go outranksPreferred)"},
 	{20, true, "failover: the old primary restarted after an election without a majority and waited for ever for the higher term (decide.go blocked)"},
 	{26, true, "the same as seed 20 with a single kill"},
+	{61, false, "failover: the restarted last primary (not preferred) and the preferred node waited for each other (decide.go wasPrimary)"},
 }
 
 func TestRegressions(t *testing.T) {
@@ -98,9 +99,9 @@ func TestSchedules(t *testing.T) {
 		}
 		return
 	}
-	count := envUint(t, envSchedules, 600)
+	count := envUint(t, envSchedules, 40)
 	if testing.Short() {
-		count = envUint(t, envSchedules, 40)
+		count = envUint(t, envSchedules, 10)
 	}
 	var until time.Time
 	if s := os.Getenv(envDuration); s != "" {
