@@ -62,6 +62,10 @@ type node struct {
 	run    *failover.Runner
 	// gen counts starts; a crash carried out for an older start is void.
 	gen atomic.Int64
+	// crashes counts crashes: an answer computed by a node that crashed
+	// since the request was sent is never seen by the client (a dead
+	// process sends nothing).
+	crashes atomic.Int64
 }
 
 type armed struct {
@@ -338,6 +342,7 @@ func (n *node) start() error {
 // from the network and the gossip. Safe to call from a hook: it waits
 // for nothing the node's goroutines hold.
 func (n *node) stopNow(powerLoss bool, seed uint64) {
+	n.crashes.Add(1)
 	if n.disk != nil {
 		if powerLoss {
 			n.disk.PowerCut(seed)

@@ -144,6 +144,11 @@ func Run(seed uint64, o RunOptions) (res Result) {
 		defer os.RemoveAll(d)
 		o.Dir = d
 	}
+	var logs *ring
+	if o.Log == nil {
+		logs = newRing(80)
+		o.Log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
 	h := check.NewHistory()
 	c, err := newCluster(Options{Seed: seed, Protocol: res.Protocol, DataNodes: res.DataNodes, Size: 1 << 20, Dir: o.Dir, Log: o.Log})
 	if err != nil {
@@ -154,6 +159,9 @@ func Run(seed uint64, o RunOptions) (res Result) {
 	fail := func(format string, args ...any) {
 		res.Err = fmt.Errorf("seed %d (protocol %c, %d data nodes): %s\nhistory:\n%s", seed, res.Protocol, res.DataNodes,
 			fmt.Sprintf(format, args...), tail(h, 60))
+		if logs != nil {
+			res.Err = fmt.Errorf("%w\nthe nodes' last log lines:\n%s", res.Err, logs)
+		}
 	}
 	for _, n := range c.nodes {
 		if err := n.start(); err != nil {

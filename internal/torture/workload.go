@@ -101,12 +101,12 @@ func (w *writer) loop() {
 		if n.name != w.node {
 			w.newTenure(n.name)
 		}
-		if !w.batch(n.name, r) {
+		if !w.batch(n, r) {
 			w.newTenure("")
 			continue
 		}
 		f := w.h.BeginFlush(w.tenure, n.name)
-		if err := w.call(func() error { return r.Flush() }, func(err error) { w.h.EndFlush(f, err) }); err != nil {
+		if err := w.call(n, func() error { return r.Flush() }, func(err error) { w.h.EndFlush(f, err) }, nil); err != nil {
 			w.newTenure("")
 		} else if w.c.opts.Protocol != 'C' && w.rng.IntN(3) == 0 && r.Drain(opTimeout) {
 			// Under A and B a flush does not wait for the peers: ask
@@ -119,7 +119,7 @@ func (w *writer) loop() {
 
 // batch issues 1 to 6 concurrent writes to disjoint free blocks and
 // waits for their answers; it reports whether all were acknowledged.
-func (w *writer) batch(node string, r *repl.Replica) bool {
+func (w *writer) batch(n *node, r *repl.Replica) bool {
 	k := 1 + w.rng.IntN(6)
 	type op struct {
 		off, n int64
@@ -148,11 +148,18 @@ func (w *writer) batch(node string, r *repl.Replica) bool {
 	w.mu.Unlock()
 	errs := make(chan error, len(ops))
 	for _, o := range ops {
-		wr := w.h.BeginWrite(o.off, o.n, w.tenure, node, o.fua)
+		wr := w.h.BeginWrite(o.off, o.n, w.tenure, n.name, o.fua)
 		buf := make([]byte, o.n)
 		check.Fill(buf, wr.ID, o.off)
+		release := func() {
+			w.mu.Lock()
+			for i := o.off / blockSize; i < (o.off+o.n)/blockSize; i++ {
+				delete(w.busy, i)
+			}
+			w.mu.Unlock()
+		}
 		go func() {
-			errs <- w.call(func() error {
+			errs <- w.call(n, func() error {
 				var err error
 				if o.fua {
 					_, err = r.WriteAtFUA(buf, o.off)
@@ -162,12 +169,8 @@ func (w *writer) batch(node string, r *repl.Replica) bool {
 				return err
 			}, func(err error) {
 				w.h.EndWrite(wr, err)
-				w.mu.Lock()
-				for i := o.off / blockSize; i < (o.off+o.n)/blockSize; i++ {
-					delete(w.busy, i)
-				}
-				w.mu.Unlock()
-			})
+				release()
+			}, release)
 		}()
 	}
 	ok := true
@@ -179,15 +182,26 @@ func (w *writer) batch(node string, r *repl.Replica) bool {
 	return ok
 }
 
-// call runs op, records its answer with end whenever it comes, and
-// returns it, or errGaveUp after opTimeout (the blocks of a write stay
-// busy until its answer: writes to one block never overlap).
-func (w *writer) call(op func() error, end func(error)) error {
+// call runs op on node n, records its answer with end whenever it
+// comes, and returns it, or errGaveUp after opTimeout (the blocks of a
+// write stay busy until its answer: writes to one block never overlap).
+// An answer from a node that crashed after the request was sent never
+// reaches the client: the request stays in flight for ever (lost runs
+// instead of end, when not nil).
+func (w *writer) call(n *node, op func() error, end func(error), lost func()) error {
 	res := make(chan error, 1)
+	crashes := n.crashes.Load()
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
 		err := op()
+		if n.crashes.Load() != crashes {
+			if lost != nil {
+				lost()
+			}
+			res <- errGaveUp
+			return
+		}
 		end(err)
 		res <- err
 	}()
