@@ -53,6 +53,23 @@ func Addr() (string, error) {
 	return "", fmt.Errorf("testnet: no free loopback port in %d-%d", lowPort, highPort)
 }
 
+// Release lets Addr hand out addr's port again: for harnesses that run
+// thousands of clusters in one process (internal/torture), once nothing
+// listens there any more.
+func Release(addr string) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return
+	}
+	var p int
+	if _, err := fmt.Sscan(port, &p); err != nil {
+		return
+	}
+	mu.Lock()
+	delete(given, p)
+	mu.Unlock()
+}
+
 // TB is the part of testing.TB that MustAddr uses.
 type TB interface {
 	Helper()

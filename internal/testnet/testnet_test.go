@@ -1,6 +1,7 @@
 package testnet
 
 import (
+	"fmt"
 	"net"
 	"strconv"
 	"testing"
@@ -28,5 +29,25 @@ func TestAddr(t *testing.T) {
 			t.Fatalf("cannot bind %s: %v", a, err)
 		}
 		l.Close()
+	}
+}
+
+func TestRelease(t *testing.T) {
+	a, err := Addr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(a)
+	var p int
+	fmt.Sscan(port, &p)
+	mu.Lock()
+	held := given[p]
+	mu.Unlock()
+	Release(a)
+	mu.Lock()
+	after := given[p]
+	mu.Unlock()
+	if !held || after {
+		t.Fatalf("port %d: handed out %v, still handed out after Release %v", p, held, after)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/blkrep/blkrep/internal/crashdisk"
 	"github.com/blkrep/blkrep/internal/faultnet"
 	"github.com/blkrep/blkrep/internal/repl"
+	"github.com/blkrep/blkrep/internal/testnet"
 	"github.com/blkrep/blkrep/internal/volume"
 	"github.com/blkrep/blkrep/meta"
 )
@@ -133,12 +134,13 @@ func newCluster(o Options) (*Cluster, error) {
 				return nil, fmt.Errorf("%s: create: %w", name, err)
 			}
 			n.spec = s
-			l, err := net.Listen("tcp", "127.0.0.1:0")
+			// Below the ephemeral range: no outgoing connection can take
+			// the port while the node is down (internal/testnet).
+			addr, err := testnet.Addr()
 			if err != nil {
 				return nil, err
 			}
-			n.addr = l.Addr().String()
-			l.Close()
+			n.addr = addr
 			c.byA[n.addr] = n
 			for _, p := range names[:i] {
 				if p != witnessName {
@@ -424,5 +426,8 @@ func (c *Cluster) close() {
 	c.hub.close()
 	for _, nt := range c.nets {
 		nt.Close()
+	}
+	for a := range c.byA {
+		testnet.Release(a)
 	}
 }

@@ -17,8 +17,9 @@ type Figures struct {
 	Writes, Acked, InDoubt, Flushes, FlushesAcked int
 	Required, Strong, Excused, SectorsChecked     int
 	Torn                                          int
-	Violations                                    int // judged violations (must be 0)
-	Failed                                        int // schedules that failed: violations, stuck, harness
+	Violations                                    int      // judged violations (must be 0)
+	Failed                                        int      // schedules that failed: violations, harness
+	Stuck                                         []uint64 // seeds of the liveness failures (Result.Stuck)
 	Longest                                       time.Duration
 	elapsed                                       time.Duration
 }
@@ -49,7 +50,10 @@ func (f *Figures) add(r Result) {
 		f.Torn += rp.Torn
 		f.Violations += len(rp.Violations)
 	}
-	if r.Err != nil {
+	switch {
+	case r.Stuck:
+		f.Stuck = append(f.Stuck, r.Seed)
+	case r.Err != nil:
 		f.Failed++
 	}
 	f.Longest = max(f.Longest, r.Duration)
@@ -77,7 +81,9 @@ func (f *Figures) markdown(command string) string {
 	row("writes checked as required", fmt.Sprintf("%d (%d by the strong rule of B/C; %d acknowledged writes excused by a later power loss)", f.Required, f.Strong, f.Excused))
 	row("sectors judged", fmt.Sprintf("%d (%d showing a torn write in doubt)", f.SectorsChecked, f.Torn))
 	row("violations", f.Violations)
-	row("failed schedules", f.Failed)
+	row("failed schedules (safety or harness)", f.Failed)
+	slices.Sort(f.Stuck)
+	row("stuck schedules (no primary or no sync 20 s after the heal)", fmt.Sprintf("%d %v", len(f.Stuck), f.Stuck))
 	row("longest schedule", f.Longest.Round(time.Millisecond))
 	return b.String()
 }

@@ -59,7 +59,10 @@ type Result struct {
 	Report    *check.Report // nil if the run did not get as far as the check
 	// Err is a violation, a cluster that did not recover once healed, or
 	// a harness failure; it carries the history.
-	Err      error
+	Err error
+	// Stuck: Err is a liveness failure (no primary, or no sync, 20 s
+	// after everything was healed), not a safety one.
+	Stuck    bool
 	Duration time.Duration
 }
 
@@ -203,6 +206,7 @@ func Run(seed uint64, o RunOptions) (res Result) {
 	if !waitFor(20*time.Second, func() bool { return c.primary() != nil }) {
 		w.stop(2 * opTimeout)
 		fail("no primary accepts writes 20 s after everything was healed: %s", c.describe())
+		res.Stuck = true
 		return
 	}
 	time.Sleep(50 * time.Millisecond) // a few writes through the final primary
@@ -211,6 +215,7 @@ func Run(seed uint64, o RunOptions) (res Result) {
 	}
 	if !waitFor(20*time.Second, func() bool { return c.primary() != nil && c.inSync() }) {
 		fail("the replicas are not in sync 20 s after everything was healed: %s", c.describe())
+		res.Stuck = true
 		return
 	}
 	// The primary may still change hands (the preferred node takes over
@@ -230,6 +235,7 @@ func Run(seed uint64, o RunOptions) (res Result) {
 		return c.primary() == p && c.inSync()
 	}) {
 		fail("no stable primary to read the image from: %s", c.describe())
+		res.Stuck = true
 		return
 	}
 	res.Report = check.Judge(check.Protocol(res.Protocol), h, img)

@@ -103,6 +103,7 @@ func (w *writer) loop() {
 		}
 		if !w.batch(n, r) {
 			w.newTenure("")
+			time.Sleep(2 * time.Millisecond) // a node refusing every write is not a loop to spin in
 			continue
 		}
 		f := w.h.BeginFlush(w.tenure, n.name)
