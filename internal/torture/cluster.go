@@ -380,12 +380,6 @@ func (n *node) teardown() {
 	}
 }
 
-// crash kills the node (powerLoss: its disk loses what was not synced).
-func (n *node) crash(powerLoss bool, seed uint64) {
-	n.stopNow(powerLoss, seed)
-	n.teardown()
-}
-
 // replica returns the running replica (nil when down or a witness).
 func (n *node) replica() *repl.Replica {
 	n.mu.Lock()

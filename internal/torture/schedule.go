@@ -344,15 +344,17 @@ func (c *Cluster) apply(s step, rng *rand.Rand, h *check.History, faults map[str
 		if n == nil {
 			return nil
 		}
+		n.stopNow(false, 0) // the crash first: an event precedes nothing it did not cause
 		note(n.name, "SIGKILL", false)
-		n.crash(false, 0)
+		n.teardown()
 	case FaultPowerLoss:
 		n := target(data(up))
 		if n == nil {
 			return nil
 		}
+		n.stopNow(true, rng.Uint64()) // before the note: an ack computed before the cut comes before it
 		note(n.name, "power cut", true)
-		n.crash(true, rng.Uint64())
+		n.teardown()
 	case FaultCrashPoint:
 		n := target(data(up))
 		if n == nil {
@@ -366,8 +368,8 @@ func (c *Cluster) apply(s step, rng *rand.Rand, h *check.History, faults map[str
 			if n.gen.Load() != gen {
 				return // armed for a start that is over
 			}
-			h.Note("crash", n.name, "at "+s.point, s.power)
 			n.stopNow(s.power, seed)
+			h.Note("crash", n.name, "at "+s.point, s.power)
 			go n.teardown()
 		}}
 		n.armMu.Unlock()
