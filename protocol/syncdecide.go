@@ -151,11 +151,16 @@ func Decide(local, peer Gens) Decision {
 func decide(local, peer Gens) Decision {
 	l, p := local, peer
 	switch {
-	case l.Current == 0 && p.Current == 0:
+	case l.Current == 0 && p.Current == 0 && !l.Dirty && !p.Dirty && !l.CrashedPrimary && !p.CrashedPrimary:
 		return Decision{Action: NoSync, Rule: RuleBothJustCreated}
-	case l.Current == 0:
+	case l.Current == 0 && p.Current == 0:
+		// Fresh on both sides, but one wrote without the other and
+		// crashed before its first generation was durable (bits set,
+		// Current still 0): equal generations, decided below (found by
+		// internal/torture, seed 1394: the bits were never resynced).
+	case l.Current == 0 && p.Current != 0:
 		return Decision{Action: TargetFull, Rule: RuleLocalJustCreated}
-	case p.Current == 0:
+	case p.Current == 0 && l.Current != 0:
 		return Decision{Action: SourceFull, Rule: RulePeerJustCreated}
 	}
 	if l.Current == p.Current {

@@ -106,8 +106,15 @@ func TestDecideExhaustive(t *testing.T) {
 			if d.Action == SourceBitmap && l.Current != p.Current && l.Bitmap != p.Current {
 				t.Fatalf("bitmap sync without a common base: %+v %+v: %v", l, p, d)
 			}
-			if (d.Action == TargetFull || d.Action == TargetBitmap) && l.Current == 0 && p.Current == 0 {
+			// Two replicas without a generation sync only when one wrote
+			// (bits set, or a crashed primary's hot extents): a write
+			// without the peer whose new generation never became durable.
+			wrote := l.Dirty || p.Dirty || l.CrashedPrimary || p.CrashedPrimary
+			if (d.Action == TargetFull || d.Action == TargetBitmap) && l.Current == 0 && p.Current == 0 && !wrote {
 				t.Fatalf("sync between two just-created replicas: %v", d)
+			}
+			if l.Current == 0 && p.Current == 0 && wrote && d.Action == NoSync && !(l.Inconsistent && p.Inconsistent) {
+				t.Fatalf("two replicas without a generation, one of which wrote, decide no sync: %+v %+v: %v", l, p, d)
 			}
 		}
 	}
