@@ -615,6 +615,16 @@ func (d *Decider) candidate() Actions {
 	}
 	self := d.cfg.Self
 	if ok, _ := d.majority(func(v string) bool { return d.grants[v] || v == self }); ok {
+		if d.local.Disk != DiskUpToDate {
+			// The replica stopped being UpToDate during the election (a
+			// returning peer made it a resync target): winning now would
+			// record a data term its data does not hold, and the replica
+			// would refuse the promotion anyway. Nothing is stored; the
+			// voters hold no lease for it (found by internal/torture).
+			d.phase = phaseSecondary
+			d.backoff = d.now + d.retryAfter(0)
+			return Actions{Why: fmt.Sprintf("election for term %d won, but the local disk became %s meanwhile: not promoting", d.electTerm, d.local.Disk)}
+		}
 		// A majority with this node's own vote: record that vote (it is
 		// stored before the promotion is carried out) and promote.
 		var a Actions

@@ -830,3 +830,49 @@ func TestRefusedVoteKeepsPrimary(t *testing.T) {
 		}
 	}
 }
+
+// A candidate whose replica stops being UpToDate during its election (a
+// returning peer made it a resync target) must not win: it would record
+// a data term its data does not hold, the replica would refuse the
+// promotion, and every reconnection would then be refused (found by
+// internal/torture, seeds 383 and 1342).
+func TestElectionAbortedWhenDiskTurns(t *testing.T) {
+	cfg := DeciderConfig{Self: "beta", Volume: "r0", Voters: []string{"alpha", "beta", "witness"},
+		Witnesses: []string{"witness"}, Preferred: "beta", AutoPromote: true, Lease: 10}
+	d, err := NewDecider(cfg, VoterRecord{}, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Members(1, []MemberView{
+		{Name: "alpha", State: StateAlive, Vol: &VolumeMeta{Name: "r0", Role: RoleSecondary, Disk: DiskUpToDate}},
+		{Name: "witness", State: StateAlive}})
+	elect := func(now int64) *VoteReq {
+		a := d.SetLocal(now, Local{Role: RoleSecondary, Disk: DiskUpToDate})
+		for _, s := range a.Sends {
+			if s.Vote != nil && s.To == "witness" {
+				return s.Vote
+			}
+		}
+		t.Fatalf("t=%d: no election started: %s", now, a.Why)
+		return nil
+	}
+	req := elect(1)
+	d.SetLocal(2, Local{Role: RoleSecondary, Disk: DiskInconsistent})
+	a := d.VoteAnswer(3, "witness", *req, Answer{Granted: true, Term: req.Term})
+	if a.Promote != 0 || d.DataTerm() != 0 {
+		t.Fatalf("won the election with an Inconsistent disk: promote %d, data term %d (%s)", a.Promote, d.DataTerm(), a.Why)
+	}
+	// UpToDate again: the next election may win.
+	for now := int64(4); now < 200; now++ {
+		a := d.SetLocal(now, Local{Role: RoleSecondary, Disk: DiskUpToDate})
+		for _, s := range a.Sends {
+			if s.Vote != nil && s.To == "witness" {
+				if b := d.VoteAnswer(now, "witness", *s.Vote, Answer{Granted: true, Term: s.Vote.Term}); b.Promote == 0 {
+					t.Fatalf("t=%d: a granted election with an UpToDate disk did not promote: %s", now, b.Why)
+				}
+				return
+			}
+		}
+	}
+	t.Fatal("no second election within 200 ticks")
+}

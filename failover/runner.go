@@ -377,6 +377,11 @@ func (r *Runner) message(in Message) {
 			r.send(in.From, Msg{Kind: MsgLeaseAnswer, Volume: m.Volume, Lease: lr, Answer: a})
 		}
 	case MsgVoteAnswer:
+		if rv.rv.Replica != nil {
+			// The answer may complete the election: decide it on the
+			// replica's state now, not as of the last tick.
+			r.apply(rv, rv.d.SetLocal(now, rv.rv.Replica.Local()))
+		}
 		if !m.Answer.Granted {
 			r.log.Info("vote refused", "volume", m.Volume, "voter", in.From, "term", m.Vote.Term, "reason", m.Answer.Reason)
 		}
