@@ -71,7 +71,11 @@ type scenario struct {
 
 // start brings up the cluster in namespaces, with alpha primary, beta in
 // sync and the writer acknowledged by alpha.
-func start(t *testing.T) *scenario {
+func start(t *testing.T) *scenario { t.Helper(); return startWith(t, 0, nil) }
+
+// startWith is start with the writer's seed (0: from the clock) and a
+// function run at the end, before the logs are kept on failure.
+func startWith(t *testing.T, writerSeed uint64, atEnd func(*scenario)) *scenario {
 	t.Helper()
 	if !enabled() {
 		t.Skipf("namespace tests run with make test-netns (or BLKREP_NETNS=1)")
@@ -94,6 +98,9 @@ func start(t *testing.T) *scenario {
 		if s.w != nil && s.h == nil {
 			s.h = s.w.Stop(time.Second)
 		}
+		if atEnd != nil {
+			atEnd(s)
+		}
 		if t.Failed() {
 			s.keepLogs()
 		}
@@ -108,7 +115,7 @@ func start(t *testing.T) *scenario {
 	if p, _ := c.Primary(); p != alpha {
 		t.Fatalf("the primary at start is %q, want alpha (the preferred node)", p)
 	}
-	s.w, err = clustertest.StartWriter(clustertest.WriterOptions{Endpoints: c.Endpoints(), Blocks: writerBlocks, Logf: t.Logf})
+	s.w, err = clustertest.StartWriter(clustertest.WriterOptions{Endpoints: c.Endpoints(), Blocks: writerBlocks, Seed: writerSeed, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -226,61 +226,23 @@ func TestTorture(t *testing.T) {
 
 // setup starts the cluster and the writer like start, but with the
 // writer's blocks drawn from the seed, and registers what runs at the
-// end (the figures; on failure the history and the logs).
+// end (the figures; on failure the history and the logs). The default
+// profile, as the other scenarios (their lease bound is the default
+// one): the fast profile would shorten a takeover from about 3 s to
+// about 1 s, little of a round that holds its faults 1-6 s and resyncs
+// afterwards, and by docs/config.md it suspects nodes falsely more often
+// on a busy machine (a loaded 2-core CI runner): failovers nobody asked
+// for, not shorter rounds.
 func (tr *torture) setup() {
 	t := tr.t
-	if err := clustertest.RequireNetns(); err != nil {
-		if os.Getenv(envRequire) == "1" {
-			t.Fatalf("%v (%s=1: not skipping)", err, envRequire)
-		}
-		t.Skipf("%v; skipping (%s=1 makes this a failure)", err, envRequire)
-	}
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	// The default profile, as the other scenarios (their lease bound is
-	// the default one): the fast profile would shorten a takeover from
-	// about 3 s to about 1 s, little of a round that holds its faults 1-6
-	// s and resyncs afterwards, and by docs/config.md it suspects nodes
-	// falsely more often on a busy machine (a loaded 2-core CI runner):
-	// failovers nobody asked for, not shorter rounds.
-	c, err := clustertest.New(clustertest.Options{Dir: t.TempDir(), Bin: binDir, Netns: true, Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &scenario{t: t, c: c}
-	tr.s = s
-	t.Cleanup(func() {
-		if s.w != nil && s.h == nil {
-			s.h = s.w.Stop(time.Second)
-		}
+	tr.s = startWith(t, tr.rng.Uint64()|1, func(*scenario) {
 		if !tr.reported {
 			tr.report()
 		}
 		if t.Failed() {
 			tr.failureReport()
-			s.keepLogs()
 		}
-		c.Close()
 	})
-	if err := c.StartAll(); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.WaitInSync(60 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if p, _ := c.Primary(); p != alpha {
-		t.Fatalf("the primary at start is %q, want alpha (the preferred node)", p)
-	}
-	s.w, err = clustertest.StartWriter(clustertest.WriterOptions{Endpoints: c.Endpoints(), Blocks: writerBlocks,
-		Seed: tr.rng.Uint64() | 1, Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.w.WaitAckBy(alpha, time.Time{}, 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(time.Second) // steady load
 }
 
 // randDur draws a duration in [lo, hi], in milliseconds.
