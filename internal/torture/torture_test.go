@@ -75,6 +75,7 @@ var regressions = []struct {
 	{20, true, "failover: the old primary restarted after an election without a majority and waited for ever for the higher term (decide.go blocked)"},
 	{26, true, "the same as seed 20 with a single kill"},
 	{61, false, "failover: the restarted last primary (not preferred) and the preferred node waited for each other (decide.go wasPrimary)"},
+	{1394, false, "protocol: bits set before the first generation was durable were never resynced (syncdecide.go both-just-created)"},
 }
 
 func TestRegressions(t *testing.T) {
