@@ -275,6 +275,10 @@ func (d *Decider) alive(n string) bool {
 // known to have had one.
 func (d *Decider) Term() (uint64, string) { return d.term, d.lastPrim }
 
+// Electing reports whether this node runs an election now (a candidate
+// waiting for votes).
+func (d *Decider) Electing() bool { return d.phase == phaseCandidate }
+
 // Primary reports whether this node is primary, and whether it may
 // acknowledge writes now.
 func (d *Decider) Primary() (primary, accepting bool) {

@@ -32,6 +32,10 @@ type ReplicaControl interface {
 	Demote() error
 	SetWrites(m WriteMode)
 	SetOutdated(peer string, confirmed bool)
+	// SetElecting tells the replica an election of this node runs (or
+	// ended): meanwhile it must not become a resync target, or it could
+	// win holding half-copied data (docs/reliability.md).
+	SetElecting(electing bool)
 	// SetTerm tells the replication layer the data term this replica
 	// holds: it travels in every handshake, so a stale primary is refused
 	// (docs/failover.md, "The term in replication traffic").
@@ -104,6 +108,8 @@ type runVol struct {
 	why     string
 	lastTry time.Time // of the last promotion retry
 	termSet uint64    // the data term last given to the replica
+	// electing: what the replica was last told by SetElecting.
+	electing bool
 }
 
 // VolumeStatus is a volume's failover state for status and logs.
@@ -438,6 +444,12 @@ func (r *Runner) apply(rv *runVol, a Actions) bool {
 	if rep != nil {
 		for _, p := range a.OutdateCleared {
 			rep.SetOutdated(p, false)
+		}
+		// Before the vote requests go out: no resync may start on this
+		// replica while it is a candidate.
+		if e := rv.d.Electing(); e != rv.electing {
+			rv.electing = e
+			rep.SetElecting(e)
 		}
 	}
 	for _, s := range a.Sends {

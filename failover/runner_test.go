@@ -78,6 +78,8 @@ func (f *fakeReplica) SetTerm(t uint64) {
 	f.dataTerm = t
 }
 
+func (f *fakeReplica) SetElecting(bool) {}
+
 func (f *fakeReplica) SetOutdated(peer string, c bool) {
 	f.w.mu.Lock()
 	defer f.w.mu.Unlock()

@@ -91,3 +91,6 @@ func (c *FailoverControl) SetTerm(dataTerm uint64) { c.Rep.SetTerm(dataTerm) }
 func (c *FailoverControl) SetOutdated(peer string, confirmed bool) {
 	c.Gate.SetOutdated(peer, confirmed)
 }
+
+// SetElecting tells the replica whether this node runs an election.
+func (c *FailoverControl) SetElecting(electing bool) { c.Rep.SetElecting(electing) }

@@ -41,6 +41,8 @@ type tnode struct {
 	tweak   func(*Config)
 	primary bool
 	term    uint64 // the failover data term set before the replica starts
+	// electing: SetElecting(true) before the replica starts.
+	electing bool
 }
 
 func testLog(t testing.TB) *slog.Logger {
@@ -102,6 +104,7 @@ func (n *tnode) start() {
 		t.Fatal(err)
 	}
 	r.SetTerm(n.term)
+	r.SetElecting(n.electing)
 	var l net.Listener
 	for i := 0; ; i++ {
 		l, err = net.Listen("tcp", n.addr)

@@ -139,6 +139,8 @@ type Replica struct {
 	// term is this node's failover data term (SetTerm); 0: failover off
 	// or unknown.
 	term atomic.Uint64
+	// electing: this node's failover runs an election (SetElecting).
+	electing atomic.Bool
 	// Config.OnPeerTerm calls waiting for delivery (term.go).
 	ptMu      sync.Mutex
 	ptPending map[string]uint64

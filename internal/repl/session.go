@@ -192,6 +192,10 @@ func (s *session) handshake() error {
 	if msg != "" {
 		return s.refuseRetry(msg)
 	}
+	if d.Action.IsTarget() && l.r.electing.Load() {
+		return s.refuseRetry(fmt.Sprintf("%s runs a failover election: it does not become a resync target of %s meanwhile (rule %s); retrying",
+			cfg.Node, l.peer.Node, d.Rule))
+	}
 	s.decision = d
 	l.log.Info("handshake", "rule", d.Rule, "action", d.Action.String(),
 		"local_current", fmt.Sprintf("%016X", mine.Current), "peer_current", fmt.Sprintf("%016X", peer.Current))

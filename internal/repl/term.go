@@ -43,6 +43,14 @@ func (r *Replica) SetTerm(t uint64) {
 	}()
 }
 
+// SetElecting tells the replica whether this node's failover runs an
+// election. Meanwhile a handshake that would make it a resync target is
+// refused and retried: a candidate that became a target could win with
+// half-copied (Inconsistent) data and the data term of the election, and
+// then neither side could be the sync source (found by
+// internal/torture).
+func (r *Replica) SetElecting(electing bool) { r.electing.Store(electing) }
+
 // Term returns the data term last given to SetTerm.
 func (r *Replica) Term() uint64 { return r.term.Load() }
 

@@ -461,3 +461,36 @@ func TestTermRules(t *testing.T) {
 		}
 	}
 }
+
+// A node running a failover election does not become a resync target:
+// it could win holding half-copied data (found by internal/torture). The
+// resync runs once the election is over.
+func TestElectingRefusesResyncTarget(t *testing.T) {
+	a, b := newPair(t, 'C')
+	a.primary = true
+	a.start()
+	b.start()
+	waitEstablished(t, a, b)
+	b.stop()
+	waitFor(t, "alpha sees beta gone", 10*time.Second, func() bool { return a.rep.Peers()[0].Connection != ConnConnected })
+	for i := range 4 {
+		if _, err := a.rep.WriteAt(bytes.Repeat([]byte{byte(i + 1)}, 4096), int64(i)*4096); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.electing = true
+	b.start()
+	waitFor(t, "beta refuses the resync while electing", 10*time.Second, func() bool {
+		return strings.Contains(b.rep.Peers()[0].LastError, "runs a failover election")
+	})
+	time.Sleep(300 * time.Millisecond) // several connect intervals
+	if p := b.rep.Peers()[0]; p.Replication == ReplEstablished || b.rep.DiskState() != "UpToDate" {
+		t.Fatalf("beta, electing, became a resync target: %s/%s, disk %s", p.Connection, p.Replication, b.rep.DiskState())
+	}
+	b.rep.SetElecting(false)
+	waitResyncDone(t, b)
+	waitEstablished(t, a, b)
+	if got := resyncBytes(t, b); got != 4*4096 {
+		t.Errorf("resynced %d bytes after the election, want %d", got, 4*4096)
+	}
+}

@@ -76,6 +76,8 @@ var regressions = []struct {
 	{26, true, "the same as seed 20 with a single kill"},
 	{61, false, "failover: the restarted last primary (not preferred) and the preferred node waited for each other (decide.go wasPrimary)"},
 	{1394, false, "protocol: bits set before the first generation was durable were never resynced (syncdecide.go both-just-created)"},
+	{1611, false, "failover/repl: a candidate became a resync target during its election and won Inconsistent (Replica.SetElecting)"},
+	{1213, false, "the same as seed 1611, under protocol C"},
 }
 
 func TestRegressions(t *testing.T) {
