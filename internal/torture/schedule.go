@@ -61,7 +61,8 @@ type Result struct {
 	// a harness failure; it carries the history.
 	Err error
 	// Stuck: Err is a liveness failure (no primary, or no sync, 20 s
-	// after everything was healed), not a safety one.
+	// after everything was healed), not a safety one (figures count them
+	// apart).
 	Stuck    bool
 	Duration time.Duration
 }
