@@ -60,6 +60,9 @@ type Result struct {
 	// Err is a violation, a cluster that did not recover once healed, or
 	// a harness failure; it carries the history.
 	Err error
+	// OperatorResyncs counts the `blkrep resync` the harness had to run
+	// (an Established link with bytes out of sync, a known open bug).
+	OperatorResyncs int
 	// Stuck: Err is a liveness failure (no primary, or no sync, 20 s
 	// after everything was healed), not a safety one (figures count them
 	// apart).
@@ -214,7 +217,22 @@ func Run(seed uint64, o RunOptions) (res Result) {
 	if !w.stop(2 * opTimeout) {
 		h.Note("writer", "", "requests still in flight when the writer stopped", false)
 	}
-	if !waitFor(20*time.Second, func() bool { return c.primary() != nil && c.inSync() }) {
+	synced := func() bool { return c.primary() != nil && c.inSync() }
+	if !waitFor(10*time.Second, synced) {
+		// A known open bug (docs/reliability.md): a link Established with
+		// bytes out of sync on the primary's side that no resync picks
+		// up. The remedy an operator has is `blkrep resync`, which
+		// re-runs the handshake; the harness applies it and counts it.
+		if p := c.primary(); p != nil && p.staleOutOfSync() {
+			res.OperatorResyncs++
+			h.Note("operator", p.name, "blkrep resync: Established with bytes out of sync for 10 s", false)
+			if err := p.replica().Resync(false, false); err != nil {
+				fail("blkrep resync on %s: %v", p.name, err)
+				return
+			}
+		}
+	}
+	if !waitFor(20*time.Second, synced) {
 		fail("the replicas are not in sync 20 s after everything was healed: %s", c.describe())
 		res.Stuck = true
 		return
@@ -418,6 +436,21 @@ func (c *Cluster) inSync() bool {
 		}
 	}
 	return true
+}
+
+// staleOutOfSync reports whether the node has a peer Established (not
+// resyncing) with bytes out of sync.
+func (n *node) staleOutOfSync() bool {
+	r := n.replica()
+	if r == nil {
+		return false
+	}
+	for _, p := range r.Peers() {
+		if p.Connection == repl.ConnConnected && p.Replication == repl.ReplEstablished && p.OutOfSyncBytes > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // describe is every node's state, for a failure.

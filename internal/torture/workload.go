@@ -109,13 +109,28 @@ func (w *writer) loop() {
 		f := w.h.BeginFlush(w.tenure, n.name)
 		if err := w.call(n, func() error { return r.Flush() }, func(err error) { w.h.EndFlush(f, err) }, nil); err != nil {
 			w.newTenure("")
-		} else if w.c.opts.Protocol != 'C' && w.rng.IntN(3) == 0 && r.Drain(opTimeout) {
+		} else if w.c.opts.Protocol != 'C' && w.rng.IntN(3) == 0 && peersAcked(r) {
 			// Under A and B a flush does not wait for the peers: ask
 			// whether they acknowledged everything so far (check.Flush).
 			w.h.PeerAcked(f)
 		}
 		time.Sleep(time.Duration(w.rng.IntN(3)) * time.Millisecond)
 	}
+}
+
+// peersAcked reports whether every peer of r was connected before and
+// after a Drain that succeeded: Drain alone also succeeds when no peer is
+// connected (nothing to wait for), which proves nothing about them.
+func peersAcked(r *repl.Replica) bool {
+	connected := func() bool {
+		for _, p := range r.Peers() {
+			if p.Connection != repl.ConnConnected || p.Replication != repl.ReplEstablished {
+				return false
+			}
+		}
+		return true
+	}
+	return connected() && r.Drain(opTimeout) && connected()
 }
 
 // batch issues 1 to 6 concurrent writes to disjoint free blocks and
