@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"strconv"
 	"sync"
 )
 
@@ -61,8 +62,8 @@ func Release(addr string) {
 	if err != nil {
 		return
 	}
-	var p int
-	if _, err := fmt.Sscan(port, &p); err != nil {
+	p, err := strconv.Atoi(port)
+	if err != nil {
 		return
 	}
 	mu.Lock()

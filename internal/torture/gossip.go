@@ -2,8 +2,8 @@ package torture
 
 import (
 	"errors"
-	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"sync"
 	"time"
 
@@ -125,7 +125,7 @@ func (h *hub) refresh() {
 			}
 		}
 		view := h.viewOf(v, now)
-		if !sameView(view, v.view) {
+		if !reflect.DeepEqual(view, v.view) {
 			v.view = view
 			select {
 			case v.changed <- struct{}{}:
@@ -162,18 +162,6 @@ func (h *hub) viewOf(v *member, now time.Time) []failover.Member {
 		out = append(out, failover.Member{Name: m.name, State: st, Meta: meta})
 	}
 	return out
-}
-
-func sameView(a, b []failover.Member) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i].Name != b[i].Name || a[i].State != b[i].State || fmt.Sprint(a[i].Meta) != fmt.Sprint(b[i].Meta) {
-			return false
-		}
-	}
-	return true
 }
 
 // start makes a node run (again): fresh channels for its new runner.
