@@ -179,10 +179,13 @@ func (c *Cluster) syncLinks() {
 			}
 			up := c.linkUp(a, b)
 			c.hub.setCut(a.name, b.name, c.cuts[pairKey(a.name, b.name)])
+			// Only a change of state touches the pair: a blackhole or a
+			// delay stays until the schedule heals it.
 			if nt := c.nets[pairKey(a.name, b.name)]; nt != nil {
-				if up {
+				switch partitioned := nt.Stats().Partitioned; {
+				case up && partitioned:
 					nt.Heal()
-				} else if !nt.Stats().Partitioned {
+				case !up && !partitioned:
 					nt.CutAndPartition()
 				}
 			}
@@ -190,14 +193,10 @@ func (c *Cluster) syncLinks() {
 	}
 }
 
-// partition cuts (or restores) the pair a-b.
-func (c *Cluster) partition(a, b string, cut bool) {
+// partition cuts the pair a-b until healAll.
+func (c *Cluster) partition(a, b string) {
 	c.mu.Lock()
-	if cut {
-		c.cuts[pairKey(a, b)] = true
-	} else {
-		delete(c.cuts, pairKey(a, b))
-	}
+	c.cuts[pairKey(a, b)] = true
 	c.mu.Unlock()
 	c.syncLinks()
 }

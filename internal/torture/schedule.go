@@ -328,13 +328,13 @@ func (c *Cluster) apply(s step, rng *rand.Rand, h *check.History, faults map[str
 	case FaultPartition:
 		a, b := pair()
 		note(a.name, "from "+b.name, false)
-		c.partition(a.name, b.name, true)
+		c.partition(a.name, b.name)
 	case FaultIsolate:
 		a := target(c.nodes)
 		note(a.name, "from everyone", false)
 		for _, b := range c.nodes {
 			if b != a {
-				c.partition(a.name, b.name, true)
+				c.partition(a.name, b.name)
 			}
 		}
 	case FaultHeal:
