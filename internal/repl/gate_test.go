@@ -94,3 +94,111 @@ func TestFailoverGate(t *testing.T) {
 		t.Fatal("a held write succeeded when the replica closed")
 	}
 }
+
+// A write the gate refuses is on this disk and on every peer that
+// acknowledged it, and marked for every peer that missed it: the refusal
+// must not mark it again for a connected peer, where no resync would ever
+// clear the bits (internal/torture seed 1684: a primary demoted while
+// writes waited in its gate, after the resync had already sent them, was
+// left Established with bytes out of sync for good).
+func TestRefusedWriteLeavesNoStaleBits(t *testing.T) {
+	a, b := newPair(t, 'C')
+	g := NewFailoverGate()
+	g.SetMode(GateAccept)
+	a.tweak = func(c *Config) { c.Gate = g }
+	a.primary = true
+	a.start()
+	b.start()
+	waitEstablished(t, a, b)
+	oos := func() int64 { return a.rep.Peers()[0].OutOfSyncBytes }
+
+	// Refused while connected: beta has the write, alpha too.
+	g.SetMode(GateFail)
+	if err := mustWait(t, "connected write in GateFail", writeAsync(a.rep, 0), 5*time.Second); !errors.Is(err, ErrNoQuorum) {
+		t.Fatalf("write in GateFail: %v, want ErrNoQuorum", err)
+	}
+	if n := oos(); n != 0 {
+		t.Fatalf("a refused write beta acknowledged left %d bytes out of sync on an Established link", n)
+	}
+	sameImages(t, a, b)
+
+	// Missed by beta, held (no lease); beta comes back and the resync
+	// sends it; then the gate refuses it (the primary lost its election).
+	g.SetMode(GateHold)
+	b.stop()
+	waitFor(t, "alpha sees beta gone", 10*time.Second, func() bool { return a.peerStatus() != ConnConnected+"/"+ReplEstablished })
+	w := writeAsync(a.rep, 8192)
+	mustHold(t, "write beta missed", w)
+	// 8 KiB: this write, and the first one's epoch that beta had not
+	// acknowledged when it went.
+	if n := oos(); n != 8192 {
+		t.Fatalf("out of sync with beta away: %d bytes, want 8192", n)
+	}
+	b.start()
+	waitEstablished(t, a, b)
+	waitFor(t, "the resync clears the bits", 10*time.Second, func() bool { return oos() == 0 })
+	g.SetMode(GateFail)
+	if err := mustWait(t, "held write in GateFail", w, 5*time.Second); !errors.Is(err, ErrNoQuorum) {
+		t.Fatalf("held write in GateFail: %v, want ErrNoQuorum", err)
+	}
+	if n := oos(); n != 0 || a.peerStatus() != ConnConnected+"/"+ReplEstablished {
+		t.Fatalf("after the refusal: %s with %d bytes out of sync, want Established with 0", a.peerStatus(), n)
+	}
+	sameImages(t, a, b)
+}
+
+// A write its peer missed waits for the peer's outdate, or for the peer
+// to have it: once a resync from this node into the peer finished, it is
+// acknowledged without an outdate (tests/netns TestTorture: a primary
+// that could not outdate its peer, for want of a majority, held such
+// writes for ever once the peer was back in sync, and every later request
+// overlapping them waited behind them).
+func TestGateAdmitsAfterResync(t *testing.T) {
+	a, b := newPair(t, 'C')
+	g := NewFailoverGate()
+	g.SetMode(GateAccept)
+	a.tweak = func(c *Config) { c.Gate = g }
+	a.primary = true
+	a.start()
+	b.start()
+	waitEstablished(t, a, b)
+	b.stop()
+	waitFor(t, "alpha sees beta gone", 10*time.Second, func() bool { return a.peerStatus() != ConnConnected+"/"+ReplEstablished })
+	w := writeAsync(a.rep, 8192)
+	mustHold(t, "write beta missed", w)
+	b.start()
+	if err := mustWait(t, "write after beta's resync", w, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n := a.rep.Peers()[0].OutOfSyncBytes; n != 0 {
+		t.Fatalf("acknowledged with %d bytes out of sync with beta", n)
+	}
+	sameImages(t, a, b)
+
+	// A resync that finished before the write was marked does not count.
+	b.stop()
+	waitFor(t, "alpha sees beta gone again", 10*time.Second, func() bool { return a.peerStatus() != ConnConnected+"/"+ReplEstablished })
+	mustHold(t, "a second write beta missed", writeAsync(a.rep, 16384))
+}
+
+// A write held across a turn to GateFail fails, even when the mode
+// changed again before it woke: the node was demoted meanwhile, and a
+// resync may have overwritten what it wrote.
+func TestGateFailsWritesHeldAcrossDemotion(t *testing.T) {
+	a, b := newPair(t, 'C')
+	g := NewFailoverGate()
+	a.tweak = func(c *Config) { c.Gate = g }
+	a.primary = true
+	a.start()
+	b.start()
+	waitEstablished(t, a, b)
+	w := writeAsync(a.rep, 0)
+	mustHold(t, "write in GateHold", w)
+	g.mu.Lock() // the held writer cannot look before the mode changed again
+	g.setModeLocked(GateFail)
+	g.setModeLocked(GateAccept)
+	g.mu.Unlock()
+	if err := mustWait(t, "write held across GateFail", w, 5*time.Second); !errors.Is(err, ErrNoQuorum) {
+		t.Fatalf("write held across GateFail: %v, want ErrNoQuorum", err)
+	}
+}

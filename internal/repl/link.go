@@ -63,6 +63,9 @@ type link struct {
 	want  bool     // connecting wanted
 	sess  *session // live session, nil when none
 	state linkState
+	// lost is the failover gate's view of the peer when the last session
+	// was lost: writes and flushes it failed wait on it.
+	lost missedPeer
 	// discardMyData: the next handshake makes this side the split-brain
 	// victim (set by `blkrep resync --discard-my-data`).
 	discardMyData bool
@@ -360,8 +363,9 @@ func (l *link) connected() bool {
 // ship queues a write for the peer. Under protocols B and C the returned
 // req completes on the peer's ack. A write that does not go (no session)
 // is marked out of sync for the peer and the generation rotated (err: the
-// rotation failed), all under the handshake gate.
-func (l *link) ship(kind dataKind, data []byte, off, n int64, fua bool) (rq *req, shipped bool, err error) {
+// rotation failed), all under the handshake gate; missed says so for the
+// failover gate.
+func (l *link) ship(kind dataKind, data []byte, off, n int64, fua bool) (rq *req, missed *missedPeer, err error) {
 	l.gate.RLock()
 	defer l.gate.RUnlock()
 	ok := false
@@ -369,12 +373,44 @@ func (l *link) ship(kind dataKind, data []byte, off, n int64, fua bool) (rq *req
 	if s := l.sess; s != nil && !s.dead.Load() {
 		rq, ok = s.ship(kind, data, off, n, fua)
 	}
+	if !ok {
+		missed = l.missed()
+	}
 	l.mu.Unlock()
 	if !ok {
 		l.v.Mark(l.slot, off, n)
 		err = l.v.EnsureRotated([]int{l.slot})
 	}
-	return rq, ok, err
+	return rq, missed, err
+}
+
+// missed describes the peer for the failover gate, for a write it misses
+// now (call with l.mu held, no live session: no resync can finish
+// before the write is marked).
+func (l *link) missed() *missedPeer {
+	m := &missedPeer{node: l.peer.Node}
+	if g := l.r.cfg.Gate; g != nil {
+		m.synced = g.syncedCount(l.peer.Node)
+	}
+	return m
+}
+
+// resynced tells the failover gate that a resync from this node into the
+// peer finished on s, if s is still the live session.
+func (l *link) resynced(s *session) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if g := l.r.cfg.Gate; g != nil && l.sess == s && !s.dead.Load() {
+		g.resynced(l.peer.Node)
+	}
+}
+
+// lostMissed describes the peer for the failover gate, for a write or
+// flush its last session lost before the peer acknowledged it.
+func (l *link) lostMissed() missedPeer {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lost
 }
 
 // flush closes the epoch; under protocol C it returns a function that

@@ -336,12 +336,13 @@ func (r *Replica) Flush() error {
 		waits[i] = l.flush()
 	}
 	err := r.v.Flush()
-	var missed []string
+	var missed []missedPeer
 	for i, w := range waits {
 		if w != nil && !w() {
 			// A lost link marked its unacknowledged writes; the flush still
-			// succeeds locally (with a gate: once the peer is outdated).
-			missed = append(missed, r.links[i].peer.Node)
+			// succeeds locally (with a gate: once the peer is outdated or
+			// resynced).
+			missed = append(missed, r.links[i].lostMissed())
 		}
 	}
 	if g := r.cfg.Gate; g != nil && err == nil {
@@ -377,13 +378,13 @@ func (r *Replica) write(kind dataKind, p []byte, off, n int64, fua bool) (int, e
 		}
 		s := r.cf.lock(o, m)
 		reqs := make([]*req, len(r.links))
-		var rotErr error    // a peer missed the write and the new generation could not be recorded
-		var missed []string // peers that do not have the write
+		var rotErr error        // a peer missed the write and the new generation could not be recorded
+		var missed []missedPeer // peers that do not have the write
 		for i, l := range r.links {
-			rq, shipped, err := l.ship(kind, data, o, m, fua) // not shipped: ship marked it and rotated
+			rq, miss, err := l.ship(kind, data, o, m, fua) // missed: ship marked it and rotated
 			reqs[i], rotErr = rq, cmp.Or(rotErr, err)
-			if !shipped {
-				missed = append(missed, l.peer.Node)
+			if miss != nil {
+				missed = append(missed, *miss)
 			}
 		}
 		r.cfg.hook(HookPrimaryShipped)
@@ -394,7 +395,7 @@ func (r *Replica) write(kind dataKind, p []byte, off, n int64, fua bool) (int, e
 		for i, l := range r.links {
 			if reqs[i] != nil && !reqs[i].wait() {
 				lost = append(lost, l.slot)
-				missed = append(missed, l.peer.Node)
+				missed = append(missed, reqs[i].missed)
 			}
 		}
 		if len(lost) > 0 {
@@ -404,7 +405,10 @@ func (r *Replica) write(kind dataKind, p []byte, off, n int64, fua bool) (int, e
 		}
 		err = cmp.Or(err, rotErr)
 		if g := r.cfg.Gate; g != nil && err == nil {
-			err = g.admit(missed)
+			// Refused, the write is still on this disk and on each peer
+			// that acknowledged it, and each peer that missed it is marked:
+			// nothing for the volume to mark.
+			err = volume.Settled(g.admit(missed))
 		}
 		if err == nil {
 			r.cfg.hook(HookPrimaryAcked)

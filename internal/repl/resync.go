@@ -324,6 +324,7 @@ func (rs *resync) handle(t protocol.MsgType, p []byte, size uint64) error {
 		s.l.state.peerDisk = "UpToDate"
 		s.l.mu.Unlock()
 		s.l.setRepl(ReplEstablished, "resync finished")
+		s.l.resynced(s)
 	}
 	return nil
 }

@@ -53,6 +53,9 @@ type session struct {
 type req struct {
 	done chan struct{}
 	ok   bool
+	// missed: set when the link was lost before the peer acknowledged
+	// (ok false), for the failover gate.
+	missed missedPeer
 }
 
 func (r *req) wait() bool {
@@ -454,6 +457,7 @@ func firstGeneration(key [protocol.MACSize]byte) uint64 {
 func (l *link) teardown(s *session) {
 	l.mu.Lock()
 	l.sess = nil
+	l.lost = *l.missed()
 	a := s.ep.Lost()
 	failed := make([]*req, 0, len(a.Fail))
 	for _, seq := range a.Fail {
@@ -494,7 +498,7 @@ func (l *link) teardown(s *session) {
 		}
 	}
 	for _, r := range failed {
-		r.ok = false
+		r.ok, r.missed = false, l.lost
 		close(r.done)
 	}
 	for _, w := range waiters {

@@ -70,9 +70,11 @@ func (v *Volume) WriteAtFUA(p []byte, off int64) (int, error) {
 // endWrite ends a write. A failed write may have landed in part, or (once
 // peers connect) reached a peer and not this disk: its blocks are marked
 // out of sync for every slot before the ticket is released, so the bits
-// are persisted before its extents can go cold.
+// are persisted before its extents can go cold. A Settled error marks
+// nothing: its write's whereabouts are recorded already.
 func (v *Volume) endWrite(t *activelog.Ticket, off, n int64, err error) {
-	if err != nil && n > 0 {
+	var settled settledError
+	if err != nil && n > 0 && !errors.As(err, &settled) {
 		v.mu.Lock()
 		for _, bm := range v.bms {
 			bm.SetRange(off, n)
@@ -80,6 +82,27 @@ func (v *Volume) endWrite(t *activelog.Ticket, off, n int64, err error) {
 		v.mu.Unlock()
 	}
 	v.end(t)
+}
+
+// settledError is the error of a write whose data is where the
+// replication layer recorded it: on this disk, on each peer that
+// acknowledged it, and marked out of sync for each peer that did not. The
+// error is about its acknowledgement only (a failover gate refused it).
+type settledError struct{ error }
+
+func (e settledError) Unwrap() error { return e.error }
+
+// Settled wraps the error of a write whose outcome is fully recorded (see
+// settledError), so that the volume does not mark its blocks out of sync
+// for every peer as it does for a failed write. Marking them would be
+// wrong on a link that stays connected: no resync would ever clear the
+// bits (found by internal/torture, seed 1684: a primary demoted while
+// writes waited in its failover gate, after a resync had cleared them).
+func Settled(err error) error {
+	if err == nil {
+		return nil
+	}
+	return settledError{err}
 }
 
 // Flush makes every completed write durable.
