@@ -74,6 +74,7 @@ var regressions = []struct {
 	{1394, false, "protocol: bits set before the first generation was durable were never resynced (syncdecide.go both-just-created)"},
 	{1611, false, "failover/repl: a candidate became a resync target during its election and won Inconsistent (Replica.SetElecting)"},
 	{1213, false, "the same as seed 1611, under protocol C"},
+	{1684, false, "repl/volume: writes the failover gate refused after a resync were marked out of sync again on an Established link, for good (volume.Settled)"},
 }
 
 func TestRegressions(t *testing.T) {
