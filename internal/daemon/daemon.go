@@ -245,6 +245,15 @@ func (d *Daemon) listen(network, addr, volume string) error {
 	return nil
 }
 
+// closeGates releases every write the failover gates hold, with an error.
+func (d *Daemon) closeGates() {
+	for _, v := range d.volumes {
+		if v.gate != nil {
+			v.gate.Close()
+		}
+	}
+}
+
 // Shutdown detaches devices, drains clients, flushes and closes stores and
 // removes sockets. Safe to call on a partly started daemon.
 func (d *Daemon) Shutdown(ctx context.Context) error {
@@ -256,9 +265,15 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 			}
 		}
 	}
+	// Writes the failover gate holds (no majority) may wait until the
+	// shutdown timeout for one; then they fail, so that the drain, which
+	// waits for every request it started, can end (a stop of an isolated
+	// primary hung on them: tests/netns TestStopIsolatedPrimary).
+	release := context.AfterFunc(ctx, d.closeGates)
 	if err := d.srv.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("draining nbd clients: %w", err))
 	}
+	release()
 	if d.ctl != nil {
 		d.ctl.Shutdown(ctx)
 	}

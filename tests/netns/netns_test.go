@@ -258,6 +258,34 @@ func TestPartitionPrimary(t *testing.T) {
 	s.finish(beta, 2)
 }
 
+// The primary is cut off, so the writes it has in flight wait in its
+// failover gate for a majority that does not come, and is then stopped
+// (SIGTERM). The stop must end by itself: the held writes fail once the
+// shutdown timeout is up. It once hung (tests/netns TestTorture,
+// stop-primary): nbd's drain waited for the held writes, and the gate was
+// closed only after the drain. beta takes over meanwhile.
+func TestStopIsolatedPrimary(t *testing.T) {
+	s := start(t)
+	must(t, s.c.Isolate(alpha))
+	cut := time.Now()
+	_, err := s.w.WaitAckBy(beta, cut, 45*time.Second)
+	must(t, err)
+	stop := time.Now()
+	must(t, s.c.Stop(alpha))
+	t.Logf("alpha stopped %s after its SIGTERM", time.Since(stop).Round(time.Millisecond))
+	if l, ok := s.c.FirstLog(alpha, stop, func(l clustertest.LogLine) bool {
+		return strings.HasPrefix(l.Msg, "shutdown did not finish")
+	}); ok {
+		t.Errorf("alpha's stop did not finish by itself (%s): the watchdog ended it", l.Time.Format(time.RFC3339Nano))
+	}
+	if _, ok := s.c.FirstLog(alpha, stop, func(l clustertest.LogLine) bool { return l.Msg == "shutting down" }); !ok {
+		t.Error("alpha did not log its shutdown")
+	}
+	must(t, s.c.HealAll())
+	must(t, s.c.Restart(alpha))
+	s.finish(beta, 2)
+}
+
 // checkSilent fails if node acknowledged a write after t.
 func (s *scenario) checkSilent(node string, after time.Time) {
 	s.t.Helper()
