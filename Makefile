@@ -96,15 +96,15 @@ test-torture:
 
 ## torture: the long mode: DURATION of in-process schedules from a random
 ## seed, then DURATION of random faults on real daemons in network
-## namespaces (tests/netns TestTorture, every fault kind, stop-primary
-## included). Figures are appended to TORTURE_REPORT for docs/reliability.md.
+## namespaces (tests/netns TestTorture). Figures are appended to
+## TORTURE_REPORT for docs/reliability.md.
 DURATION ?= 10m
 TORTURE_REPORT ?= torture-report.md
 torture: build
 	bash scripts/install-deps.sh test
 	BLKREP_TORTURE_DURATION=$(DURATION) BLKREP_TORTURE_SEED_BASE=random BLKREP_TORTURE_PARALLEL=8 \
 		BLKREP_TORTURE_REPORT=$(abspath $(TORTURE_REPORT)) $(GO) test -count=1 -timeout 0 -v -run TestSchedules ./internal/torture/
-	BLKREP_REQUIRE_NETNS=1 BLKREP_TORTURE_ALL=1 BLKREP_TORTURE_DURATION=$(DURATION) BLKREP_TORTURE_REPORT=$(abspath $(TORTURE_REPORT)) \
+	BLKREP_REQUIRE_NETNS=1 BLKREP_TORTURE_DURATION=$(DURATION) BLKREP_TORTURE_REPORT=$(abspath $(TORTURE_REPORT)) \
 		$(GO) test -count=1 -timeout 0 -v -run TestTorture ./tests/netns/
 
 ## vm-image: the guests' kernels (Debian 6.1 and 6.12) and initramfs, cached

@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -259,42 +258,15 @@ func (tr *torture) hold(kind string) time.Duration {
 	return tr.randDur(time.Second, 6*time.Second)
 }
 
-// knownBugKinds are left out of the draw unless BLKREP_TORTURE_ALL=1:
-// faults that hit a daemon bug found and not fixed yet
-// (docs/reliability.md, "Known problems"), so that make test stays a
-// test of everything else. stop-primary: a SIGTERM of the primary
-// sometimes never ends (the daemon logged "shutting down" and was still
-// running 40 s later, seed 1795309169461911543).
-var knownBugKinds = map[string]bool{stopPrimary: true}
-
-// allowed maps a drawn kind to itself, or, when it is a known bug's and
-// BLKREP_TORTURE_ALL is not set, to the next kind of tortureKinds that
-// is not (the draws stay the same, so a seed's schedule does too).
-func allowed(kind string) string {
-	if !knownBugKinds[kind] || os.Getenv("BLKREP_TORTURE_ALL") == "1" {
-		return kind
-	}
-	i := slices.Index(tortureKinds, kind)
-	for j := 1; j < len(tortureKinds); j++ {
-		if k := tortureKinds[(i+j)%len(tortureKinds)]; !knownBugKinds[k] {
-			return k
-		}
-	}
-	return kind
-}
-
 // plan draws the next round. The draws are the same whatever happens in
 // the cluster, so the schedule depends on the seed alone.
 func (tr *torture) plan() roundPlan {
 	var p roundPlan
-	k1 := allowed(tortureKinds[tr.rng.IntN(len(tortureKinds))])
+	k1 := tortureKinds[tr.rng.IntN(len(tortureKinds))]
 	p.kinds = []string{k1}
 	stack := tr.rng.IntN(4) == 0
 	if opts := tortureStacks[k1]; stack && len(opts) > 0 {
 		k2 := opts[tr.rng.IntN(len(opts))]
-		if allowed(k2) != k2 {
-			k2 = opts[0] // never a known bug's: every list starts with another kind
-		}
 		p.kinds = append(p.kinds, k2)
 		p.gap = tr.randDur(500*time.Millisecond, 3*time.Second)
 		p.holds = []time.Duration{tr.hold(k2)}
