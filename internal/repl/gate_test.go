@@ -2,6 +2,7 @@ package repl
 
 import (
 	"errors"
+	"sync"
 	"testing"
 	"time"
 )
@@ -71,13 +72,17 @@ func TestFailoverGate(t *testing.T) {
 	waitFor(t, "alpha sees beta gone", 10*time.Second, func() bool { return a.peerStatus() != ConnConnected+"/"+ReplEstablished })
 	w = writeAsync(a.rep, 8192)
 	mustHold(t, "write beta missed", w)
-	// A flush covers completed writes only, all of them admitted: it does
-	// not wait for the held one.
-	if err := a.rep.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	// A flush makes the completed writes durable; beta acknowledged the
+	// last ones in memory only before it went: the flush waits for its
+	// outdate too.
+	flush := make(chan error, 1)
+	go func() { flush <- a.rep.Flush() }()
+	mustHold(t, "flush of writes beta acknowledged in memory only", flush)
 	g.SetOutdated("beta", true)
 	if err := mustWait(t, "write after beta's outdate", w, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := mustWait(t, "flush after beta's outdate", flush, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 
@@ -200,5 +205,65 @@ func TestGateFailsWritesHeldAcrossDemotion(t *testing.T) {
 	g.mu.Unlock()
 	if err := mustWait(t, "write held across GateFail", w, 5*time.Second); !errors.Is(err, ErrNoQuorum) {
 		t.Fatalf("write held across GateFail: %v, want ErrNoQuorum", err)
+	}
+}
+
+// A flush or drain that finds the session dead but not yet torn down
+// waits for the teardown and reports the peer as having missed the epoch:
+// it once succeeded at once, as if no peer were connected, so a Drain
+// reported every peer acknowledged and a flush was acknowledged without
+// the peer's durability or its outdate (internal/torture, protocol A: a
+// flush taken for acknowledged by the peer that never had the writes).
+// And a flush with no session at all, while writes are marked for the
+// peer, needs the peer outdated too.
+func TestFlushOnLostSessionAsksTheGate(t *testing.T) {
+	a, b := newPair(t, 'C')
+	g := NewFailoverGate()
+	g.SetMode(GateAccept)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	a.tweak = func(c *Config) {
+		c.Gate = g
+		c.Hook = func(point string) {
+			if point == HookLinkTeardown {
+				once.Do(func() { close(entered); <-release })
+			}
+		}
+	}
+	a.primary = true
+	a.start()
+	b.start()
+	waitEstablished(t, a, b)
+	if err := mustWait(t, "connected write", writeAsync(a.rep, 0), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	b.stop()
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("alpha's session with beta did not end")
+	}
+	// Dead, not torn down.
+	if a.rep.Drain(100 * time.Millisecond) {
+		t.Error("Drain reported every peer acknowledged while the session with beta was dead")
+	}
+	flush := make(chan error, 1)
+	go func() { flush <- a.rep.Flush() }()
+	mustHold(t, "flush on a dead session", flush)
+	close(release)
+	mustHold(t, "flush after the teardown, beta not outdated", flush)
+	g.SetOutdated("beta", true)
+	if err := mustWait(t, "flush after beta's outdate", flush, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	// No session at all, beta's bits set: a flush waits for its outdate.
+	g.SetOutdated("beta", false)
+	flush = make(chan error, 1)
+	go func() { flush <- a.rep.Flush() }()
+	mustHold(t, "flush with beta away and marked", flush)
+	g.SetOutdated("beta", true)
+	if err := mustWait(t, "flush after beta's outdate", flush, 5*time.Second); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -64,8 +64,11 @@ type link struct {
 	sess  *session // live session, nil when none
 	state linkState
 	// lost is the failover gate's view of the peer when the last session
-	// was lost: writes and flushes it failed wait on it.
-	lost missedPeer
+	// was lost: writes and flushes it failed wait on it. lostMarked: that
+	// session's teardown marked writes of epochs the peer had not
+	// acknowledged.
+	lost       missedPeer
+	lostMarked bool
 	// discardMyData: the next handshake makes this side the split-brain
 	// victim (set by `blkrep resync --discard-my-data`).
 	discardMyData bool
@@ -415,14 +418,25 @@ func (l *link) lostMissed() missedPeer {
 
 // flush closes the epoch; under protocol C it returns a function that
 // blocks until the peer acknowledged it (false: the link failed first).
-func (l *link) flush() func() bool {
+// With no session, missed is set if the last one was lost with epochs the
+// peer had not acknowledged: the writes in them may have been
+// acknowledged (the peer had them in memory), and a flush makes them
+// durable, so the failover gate must know that the peer may lack them.
+func (l *link) flush() (wait func() bool, missed *missedPeer) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s := l.sess
-	if s == nil || s.dead.Load() {
-		return nil
+	if s == nil {
+		if l.lostMarked {
+			m := l.lost
+			return nil, &m
+		}
+		return nil, nil
 	}
-	return s.closeEpoch(s.ep.Flush(s.now()))
+	if s.dead.Load() {
+		return s.lostWait(), nil
+	}
+	return s.closeEpoch(s.ep.Flush(s.now())), nil
 }
 
 // barrier closes the epoch and, under every protocol, returns a function
@@ -432,8 +446,11 @@ func (l *link) barrier() func() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s := l.sess
-	if s == nil || s.dead.Load() {
+	if s == nil {
 		return nil
+	}
+	if s.dead.Load() {
+		return s.lostWait()
 	}
 	return s.closeEpoch(s.ep.Drain(s.now()))
 }

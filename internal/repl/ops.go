@@ -118,7 +118,9 @@ func (r *Replica) Demote() error {
 	if !r.v.Primary() {
 		return nil
 	}
-	if err := r.Flush(); err != nil {
+	// Durability only: nobody is told this flush succeeded, so the
+	// failover gate (which may wait for a majority) has no say.
+	if err := r.flush(false); err != nil {
 		return fmt.Errorf("flushing before becoming Secondary: %w", err)
 	}
 	if err := r.v.SetPrimary(false, false); err != nil {

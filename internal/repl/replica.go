@@ -71,6 +71,7 @@ const (
 	HookSecondaryBarrier  = "secondary-barrier"    // an epoch flushed, its barrier ack not yet sent
 	HookResyncLanded      = "resync-target-landed" // resync data written on the target, bits not yet cleared
 	HookResyncCheckpoint  = "resync-checkpointed"  // the target persisted its resync progress
+	HookLinkTeardown      = "link-teardown"        // a session died; its unacknowledged writes are not marked yet
 )
 
 func (c *Config) hook(point string) {
@@ -326,26 +327,38 @@ func (r *Replica) Extents(off, n int64, fn func(off, length int64, flags uint32)
 }
 
 // Flush makes every completed write durable locally and, under protocol
-// C, on every connected peer; under A and B it closes the epoch.
-func (r *Replica) Flush() error {
+// C, on every connected peer; under A and B it closes the epoch. With a
+// failover gate it is acknowledged only once every peer that may lack a
+// write it covers is outdated or resynced.
+func (r *Replica) Flush() error { return r.flush(true) }
+
+// flush is Flush; gated false skips the failover gate, for a flush whose
+// success is acknowledged to nobody (the one before a demotion).
+func (r *Replica) flush(gated bool) error {
 	if !r.v.Primary() {
 		return ErrSecondary
 	}
 	waits := make([]func() bool, len(r.links))
+	away := make([]*missedPeer, len(r.links))
 	for i, l := range r.links {
-		waits[i] = l.flush()
+		waits[i], away[i] = l.flush()
 	}
 	err := r.v.Flush()
 	var missed []missedPeer
 	for i, w := range waits {
-		if w != nil && !w() {
+		switch {
+		case w != nil && !w():
 			// A lost link marked its unacknowledged writes; the flush still
 			// succeeds locally (with a gate: once the peer is outdated or
 			// resynced).
 			missed = append(missed, r.links[i].lostMissed())
+		case away[i] != nil:
+			// No session; the last one was lost with writes the peer had
+			// acknowledged in memory only: the same.
+			missed = append(missed, *away[i])
 		}
 	}
-	if g := r.cfg.Gate; g != nil && err == nil {
+	if g := r.cfg.Gate; g != nil && err == nil && gated {
 		err = g.admit(missed)
 	}
 	return err

@@ -33,6 +33,9 @@ type session struct {
 	errOnce sync.Once
 	err     error
 	wg      sync.WaitGroup
+	// torn is closed when the link's teardown of the session ended: its
+	// unacknowledged writes are marked, and the link's lost is set.
+	torn chan struct{}
 
 	// Primary side, under l.mu: the epoch and ack bookkeeping is the pure
 	// protocol.Epochs; the session does the I/O it asks for.
@@ -68,7 +71,7 @@ func newSession(l *link, c net.Conn, br *bufio.Reader) *session {
 	return &session{l: l, v: l.v, c: c, br: br, q: newSendq(), proto: cfg.Protocol,
 		ep: protocol.NewEpochs(protocol.EpochConfig{Protocol: cfg.Protocol, MaxWrites: cfg.MaxEpochWrites,
 			MaxAge: int64(maxEpochAge), AckTimeout: int64(cfg.Timeout)}),
-		start: time.Now(), reqs: map[uint64]*req{}, flushers: map[uint64]chan bool{}}
+		start: time.Now(), reqs: map[uint64]*req{}, flushers: map[uint64]chan bool{}, torn: make(chan struct{})}
 }
 
 // maxEpochAge closes an epoch that stays open this long, so that its
@@ -455,6 +458,7 @@ func firstGeneration(key [protocol.MACSize]byte) uint64 {
 // unacknowledged epoch may be missing on the peer, so it is marked before
 // its hold is dropped; writes waiting for an ack complete as lost.
 func (l *link) teardown(s *session) {
+	l.r.cfg.hook(HookLinkTeardown)
 	l.mu.Lock()
 	l.sess = nil
 	l.lost = *l.missed()
@@ -497,6 +501,9 @@ func (l *link) teardown(s *session) {
 			l.log.Error("cannot record a new generation after losing the peer", "err", err)
 		}
 	}
+	l.mu.Lock()
+	l.lostMarked = marked > 0
+	l.mu.Unlock()
 	for _, r := range failed {
 		r.ok, r.missed = false, l.lost
 		close(r.done)
@@ -510,6 +517,7 @@ func (l *link) teardown(s *session) {
 	l.log.Warn("connection to peer lost", "err", s.err, "unacknowledged_bytes_marked", marked)
 	l.setRepl(ReplOff, "")
 	l.setConn(ConnConnecting, s.err.Error())
+	close(s.torn)
 }
 
 // ship queues one write (under l.mu).
@@ -576,6 +584,20 @@ func (s *session) closeEpoch(a protocol.Actions) func() bool {
 	ch := make(chan bool, 1)
 	s.flushers[a.Waiter] = ch
 	return func() bool { return <-ch }
+}
+
+// lostWait is the wait of a flush or drain on a session that died and is
+// not torn down yet: what it sent may not have reached the peer, and its
+// teardown marks it. The wait ends with the teardown and reports the
+// failure, so the caller treats the peer as having missed the epoch and
+// the failover gate sees the count of resyncs noted by that teardown
+// (before, such a flush succeeded at once without the peer, and a Drain
+// reported every peer acknowledged: internal/torture under protocol A).
+func (s *session) lostWait() func() bool {
+	return func() bool {
+		<-s.torn
+		return false
+	}
 }
 
 // barrierAck completes every epoch up to num.
