@@ -40,17 +40,27 @@ func mustHold(t *testing.T, what string, ch chan error) {
 	}
 }
 
-// With a failover gate, a Primary acknowledges nothing before the
-// decision says so, nothing its disconnected peer missed before that
-// peer is confirmed outdated, and fails writes under GateFail.
-func TestFailoverGate(t *testing.T) {
-	a, b := newPair(t, 'C')
-	g := NewFailoverGate()
-	a.tweak = func(c *Config) { c.Gate = g }
+// gatedPair starts alpha, Primary under protocol C with a failover gate
+// in mode and hook as its Config.Hook, and beta, and waits until they are
+// connected.
+func gatedPair(t *testing.T, mode GateMode, hook func(string)) (a, b *tnode, g *FailoverGate) {
+	t.Helper()
+	a, b = newPair(t, 'C')
+	g = NewFailoverGate()
+	g.SetMode(mode)
+	a.tweak = func(c *Config) { c.Gate, c.Hook = g, hook }
 	a.primary = true
 	a.start()
 	b.start()
 	waitEstablished(t, a, b)
+	return a, b, g
+}
+
+// With a failover gate, a Primary acknowledges nothing before the
+// decision says so, nothing its disconnected peer missed before that
+// peer is confirmed outdated, and fails writes under GateFail.
+func TestFailoverGate(t *testing.T) {
+	a, b, g := gatedPair(t, GateHold, nil)
 
 	w := writeAsync(a.rep, 0)
 	mustHold(t, "write in GateHold", w)
@@ -107,14 +117,7 @@ func TestFailoverGate(t *testing.T) {
 // writes waited in its gate, after the resync had already sent them, was
 // left Established with bytes out of sync for good).
 func TestRefusedWriteLeavesNoStaleBits(t *testing.T) {
-	a, b := newPair(t, 'C')
-	g := NewFailoverGate()
-	g.SetMode(GateAccept)
-	a.tweak = func(c *Config) { c.Gate = g }
-	a.primary = true
-	a.start()
-	b.start()
-	waitEstablished(t, a, b)
+	a, b, g := gatedPair(t, GateAccept, nil)
 	oos := func() int64 { return a.rep.Peers()[0].OutOfSyncBytes }
 
 	// Refused while connected: beta has the write, alpha too.
@@ -159,14 +162,7 @@ func TestRefusedWriteLeavesNoStaleBits(t *testing.T) {
 // writes for ever once the peer was back in sync, and every later request
 // overlapping them waited behind them).
 func TestGateAdmitsAfterResync(t *testing.T) {
-	a, b := newPair(t, 'C')
-	g := NewFailoverGate()
-	g.SetMode(GateAccept)
-	a.tweak = func(c *Config) { c.Gate = g }
-	a.primary = true
-	a.start()
-	b.start()
-	waitEstablished(t, a, b)
+	a, b, _ := gatedPair(t, GateAccept, nil)
 	b.stop()
 	waitFor(t, "alpha sees beta gone", 10*time.Second, func() bool { return a.peerStatus() != ConnConnected+"/"+ReplEstablished })
 	w := writeAsync(a.rep, 8192)
@@ -190,13 +186,7 @@ func TestGateAdmitsAfterResync(t *testing.T) {
 // changed again before it woke: the node was demoted meanwhile, and a
 // resync may have overwritten what it wrote.
 func TestGateFailsWritesHeldAcrossDemotion(t *testing.T) {
-	a, b := newPair(t, 'C')
-	g := NewFailoverGate()
-	a.tweak = func(c *Config) { c.Gate = g }
-	a.primary = true
-	a.start()
-	b.start()
-	waitEstablished(t, a, b)
+	a, _, g := gatedPair(t, GateHold, nil)
 	w := writeAsync(a.rep, 0)
 	mustHold(t, "write in GateHold", w)
 	g.mu.Lock() // the held writer cannot look before the mode changed again
@@ -217,23 +207,13 @@ func TestGateFailsWritesHeldAcrossDemotion(t *testing.T) {
 // And a flush with no session at all, while writes are marked for the
 // peer, needs the peer outdated too.
 func TestFlushOnLostSessionAsksTheGate(t *testing.T) {
-	a, b := newPair(t, 'C')
-	g := NewFailoverGate()
-	g.SetMode(GateAccept)
 	entered, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
-	a.tweak = func(c *Config) {
-		c.Gate = g
-		c.Hook = func(point string) {
-			if point == HookLinkTeardown {
-				once.Do(func() { close(entered); <-release })
-			}
+	a, b, g := gatedPair(t, GateAccept, func(point string) {
+		if point == HookLinkTeardown {
+			once.Do(func() { close(entered); <-release })
 		}
-	}
-	a.primary = true
-	a.start()
-	b.start()
-	waitEstablished(t, a, b)
+	})
 	if err := mustWait(t, "connected write", writeAsync(a.rep, 0), 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
