@@ -391,18 +391,28 @@ func (n *node) replica() *repl.Replica {
 
 // accepting reports whether the node is primary and acknowledges writes.
 func (n *node) accepting() bool {
+	_, ok := n.serving()
+	return ok
+}
+
+// serving reports whether the node is primary and accepts writes, and if
+// so names its tenure: the node, its start and its data term. A node that
+// restarted, or that serves a new term, may hold data resynced from a
+// peer meanwhile (a primary never becomes a resync target, but a node
+// between two terms may): the writer starts a new tenure then.
+func (n *node) serving() (tenure string, ok bool) {
 	n.mu.Lock()
 	run, up := n.run, n.up
 	n.mu.Unlock()
 	if !up || run == nil || n.witness {
-		return false
+		return "", false
 	}
 	for _, st := range run.Status() {
-		if st.Volume == "r0" {
-			return st.IsPrimary && st.Accepting
+		if st.Volume == "r0" && st.IsPrimary && st.Accepting {
+			return fmt.Sprintf("%s start %d term %d", n.name, n.gen.Load(), st.DataTerm), true
 		}
 	}
-	return false
+	return "", false
 }
 
 // close stops every node (end of a schedule).

@@ -37,7 +37,7 @@ type writer struct {
 	busy map[int64]bool // blocks with a write left in flight
 
 	tenure int
-	node   string
+	key    string // the tenure's node.serving
 
 	wg   sync.WaitGroup // the writer loop and the writes left in flight
 	quit chan struct{}
@@ -73,33 +73,40 @@ func (w *writer) stopped() bool {
 	}
 }
 
-// primary returns the node accepting writes (nil: none now).
-func (w *writer) primary() (*node, *repl.Replica) {
+// primary returns the node accepting writes (nil: none now) and its
+// tenure (node.serving).
+func (w *writer) primary() (*node, *repl.Replica, string) {
 	for _, n := range w.c.dataNodes() {
-		if n.accepting() {
+		if key, ok := n.serving(); ok {
 			if r := n.replica(); r != nil {
-				return n, r
+				return n, r, key
 			}
 		}
 	}
-	return nil, nil
+	return nil, nil, ""
 }
 
-func (w *writer) newTenure(node string) {
+// newTenure starts a tenure: key is node.serving's ("" after an error).
+// The key, not the node alone: an idle writer once kept alpha's tenure
+// across alpha's crash, an election beta won without serving, and alpha's
+// return for a newer term with beta's data (seed 35, protocol A), and the
+// checker then required alpha's earlier writes as if alpha had served
+// throughout.
+func (w *writer) newTenure(key string) {
 	w.tenure++
-	w.node = node
+	w.key = key
 }
 
 func (w *writer) loop() {
 	defer w.wg.Done()
 	for !w.stopped() {
-		n, r := w.primary()
+		n, r, key := w.primary()
 		if n == nil {
 			time.Sleep(5 * time.Millisecond)
 			continue
 		}
-		if n.name != w.node {
-			w.newTenure(n.name)
+		if key != w.key {
+			w.newTenure(key)
 		}
 		if !w.batch(n, r) {
 			w.newTenure("")
