@@ -197,7 +197,14 @@ func splitBrain(t *testing.T, termA, termB uint64, keepPrimary bool) (a, b *tnod
 // another node is the primary of termB) and may write nothing.
 func diverge(t *testing.T, termA, termB uint64, keepPrimary, promote, writes bool) (a, b *tnode) {
 	t.Helper()
+	return divergeHooked(t, termA, termB, keepPrimary, promote, writes, nil)
+}
+
+// divergeHooked is diverge with hook as alpha's Config.Hook.
+func divergeHooked(t *testing.T, termA, termB uint64, keepPrimary, promote, writes bool, hook func(string)) (a, b *tnode) {
+	t.Helper()
 	a, b = newPair(t, 'C')
+	a.tweak = func(c *Config) { c.Hook = hook }
 	a.primary, a.term, b.term = true, termA, termA
 	a.start()
 	b.start()
@@ -346,6 +353,39 @@ func TestTermStaleWritesNeverSource(t *testing.T) {
 			sameImages(t, a, b)
 		})
 	}
+}
+
+// TestTermResyncResumes: the resync the terms turned around (alpha's
+// bitmap tracks beta's current, so the generations make alpha the source;
+// beta's newer term makes it the target) is cut short. It must resume
+// from the bitmaps: the target takes the source's generation when the
+// resync starts. It once kept its own, and the next handshake picked
+// alpha, Inconsistent, as the source again and refused for good
+// (internal/torture, long mode, seed 643753404775606).
+func TestTermResyncResumes(t *testing.T) {
+	var once sync.Once
+	var a *tnode
+	a, b := divergeHooked(t, 4, 5, false, false, false, func(point string) {
+		if point == HookResyncLanded {
+			// The first range landed on alpha: cut the session before
+			// its ack (Disconnect does not wait for this goroutine).
+			once.Do(func() { a.rep.Disconnect() })
+		}
+	})
+	waitFor(t, "the resync is cut short", 10*time.Second, func() bool {
+		p := a.rep.Peers()[0]
+		return p.Connection == ConnStandAlone && a.rep.DiskState() == "Inconsistent"
+	})
+	a.rep.Connect()
+	waitResyncDone(t, a)
+	waitEstablished(t, a, b)
+	if h := a.rep.Peers()[0].Handshake; h == nil || h.Action != "target-bitmap" {
+		t.Fatalf("alpha's handshake after the cut: %+v", h)
+	}
+	for _, n := range []*tnode{a, b} {
+		checkBlocks(t, n, func(int64) byte { return 0x11 })
+	}
+	sameImages(t, a, b)
 }
 
 // TestTermZeroUnchanged: with a term of 0 on either side (failover off

@@ -75,6 +75,8 @@ var regressions = []struct {
 	{1611, false, "failover/repl: a candidate became a resync target during its election and won Inconsistent (Replica.SetElecting)"},
 	{1213, false, "the same as seed 1611, under protocol C"},
 	{1684, false, "repl/volume: writes the failover gate refused after a resync were marked out of sync again on an Established link, for good (volume.Settled)"},
+	{643753404775606, false, "volume: an interrupted bitmap resync the terms had turned around picked the Inconsistent target as the source again (StartSyncTarget takes the source's generation)"},
+	{35, false, "harness: a tenure is one node from one start in one term (an idle writer kept alpha's across a term beta won)"},
 }
 
 func TestRegressions(t *testing.T) {

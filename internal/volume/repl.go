@@ -407,9 +407,15 @@ func (v *Volume) AdoptCurrent(current uint64) error {
 }
 
 // StartSyncTarget records that a resync into this replica begins: the
-// data is inconsistent until FinishSyncTarget. For a full sync the
-// replica takes the source's current right away (so an interrupted full
-// sync resumes from the bitmap instead of starting over).
+// data is inconsistent until FinishSyncTarget. The replica takes the
+// source's current right away, once the bitmap for the source (every bit
+// for a full sync, the union of both bitmaps otherwise) is durable: an
+// interrupted resync then resumes from the bitmap (equal generations, this
+// side Inconsistent). A bitmap resync once kept its own current: when the
+// failover terms had made it the target although the generations made it
+// the source, the next handshake after a crash picked it, Inconsistent, as
+// the source again, and refused (internal/torture, long mode, seed
+// 643753404775606: the pair stayed StandAlone).
 func (v *Volume) StartSyncTarget(slot int, full bool, sourceCurrent uint64) error {
 	if full {
 		v.SetAll(slot)
@@ -419,11 +425,11 @@ func (v *Volume) StartSyncTarget(slot int, full bool, sourceCurrent uint64) erro
 	}
 	return v.updateSuper(func(sb *meta.Superblock) {
 		sb.Flags &^= meta.FlagConsistent | meta.FlagJustCreated
-		if full {
+		if sourceCurrent != 0 && sb.Current != sourceCurrent {
 			sb.History = historyArray(pushFront(sb.History[:], sb.Current))
 			sb.Current = sourceCurrent
-			sb.Peers[slot].BitmapID = 0
 		}
+		sb.Peers[slot].BitmapID = 0
 	})
 }
 
