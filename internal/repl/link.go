@@ -418,25 +418,25 @@ func (l *link) lostMissed() missedPeer {
 
 // flush closes the epoch; under protocol C it returns a function that
 // blocks until the peer acknowledged it (false: the link failed first).
-// With no session, missed is set if the last one was lost with epochs the
-// peer had not acknowledged: the writes in them may have been
-// acknowledged (the peer had them in memory), and a flush makes them
-// durable, so the failover gate must know that the peer may lack them.
-func (l *link) flush() (wait func() bool, missed *missedPeer) {
+// With no session, it reports the failure at once if the last session was
+// lost with epochs the peer had not acknowledged: the writes in them may
+// have been acknowledged (the peer had them in memory), and a flush makes
+// them durable, so the failover gate must know that the peer may lack
+// them.
+func (l *link) flush() func() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s := l.sess
 	if s == nil {
 		if l.lostMarked {
-			m := l.lost
-			return nil, &m
+			return func() bool { return false }
 		}
-		return nil, nil
+		return nil
 	}
 	if s.dead.Load() {
-		return s.lostWait(), nil
+		return s.lostWait()
 	}
-	return s.closeEpoch(s.ep.Flush(s.now())), nil
+	return s.closeEpoch(s.ep.Flush(s.now()))
 }
 
 // barrier closes the epoch and, under every protocol, returns a function

@@ -339,23 +339,17 @@ func (r *Replica) flush(gated bool) error {
 		return ErrSecondary
 	}
 	waits := make([]func() bool, len(r.links))
-	away := make([]*missedPeer, len(r.links))
 	for i, l := range r.links {
-		waits[i], away[i] = l.flush()
+		waits[i] = l.flush()
 	}
 	err := r.v.Flush()
 	var missed []missedPeer
 	for i, w := range waits {
-		switch {
-		case w != nil && !w():
+		if w != nil && !w() {
 			// A lost link marked its unacknowledged writes; the flush still
 			// succeeds locally (with a gate: once the peer is outdated or
 			// resynced).
 			missed = append(missed, r.links[i].lostMissed())
-		case away[i] != nil:
-			// No session; the last one was lost with writes the peer had
-			// acknowledged in memory only: the same.
-			missed = append(missed, *away[i])
 		}
 	}
 	if g := r.cfg.Gate; g != nil && err == nil && gated {
