@@ -450,3 +450,23 @@ func TestPrimaryPowerCutNoAckedWriteLost(t *testing.T) {
 		})
 	}
 }
+
+// A session installed just after link.stop looked for one (the handshake
+// ended meanwhile) still ends: stop must not wait for it for ever.
+func TestStopEndsASessionInstalledMeanwhile(t *testing.T) {
+	a, b := newPair(t, 'C')
+	a.primary = true
+	a.start()
+	b.start()
+	waitEstablished(t, a, b)
+	l := a.rep.links[0]
+	l.mu.Lock()
+	s := l.sess
+	l.sess = nil // as if it were not installed yet when stop looks
+	l.mu.Unlock()
+	l.stop()
+	l.mu.Lock()
+	l.sess = s
+	l.mu.Unlock()
+	waitFor(t, "the session ends", 5*time.Second, func() bool { return s.dead.Load() })
+}

@@ -651,6 +651,10 @@ func (s *session) pinger() {
 		select {
 		case <-tick.C:
 		case <-s.l.quit:
+			// link.stop kills the live session, but one installed just
+			// after it looked would run on (a daemon's stop hung in
+			// Replica.Close, cmd/blkrep TestStatusFailoverCluster).
+			s.kill(errors.New("shutting down"))
 			return
 		}
 		if s.dead.Load() {
